@@ -1,0 +1,220 @@
+"""The `dataharvest` command: local stack control, uploads, status, exports, registry, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dataharvest.config import load_settings
+from dataharvest.metastore import INPUT_PREFIX, plain
+
+FILE_NAME = re.compile(r"^(clients|portfolios|accounts|transactions)_(\d{8})\.csv(\.gz)?$")
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+def home() -> Path:
+    return load_settings().home
+
+
+# -- stack ---------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from dataharvest.local import client
+    from dataharvest.local.stack import LocalStack
+
+    if client.running_stack(home()):
+        console.print(f"local stack already running ({client.state_file(home())})")
+        return 0
+    if args.detach:
+        started = time.monotonic()
+        info = client.start_detached(home())
+        console.print(f"local stack ready in {time.monotonic() - started:.1f} s "
+                      f"(AWS {info.endpoint_url}, control {info.control_url})")
+        return 0
+    stack = LocalStack(home(), retry_delay_cap=_retry_delay_cap())
+    info = stack.start()
+    console.print(f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
+                  f"PostgreSQL {info.database_url}; Ctrl-C stops it")
+    stack.serve_forever()
+    return 0
+
+
+def _retry_delay_cap() -> int | None:
+    value = os.environ.get("DATAHARVEST_LOCAL_RETRY_SECONDS")
+    return int(value) if value else None
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from dataharvest.local import client
+
+    stopped = client.stop_stack(home())
+    console.print("local stack stopped" if stopped else "no local stack was running")
+    return 0
+
+
+# -- uploads ---------------------------------------------------------------------------------
+
+
+def collect_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and
+                                FILE_NAME.match(p.name)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"dataharvest: {raw}: no such file or folder")
+    return files
+
+
+def _wait_quiet(info, label: str) -> dict[str, Any]:
+    from dataharvest.local import client
+
+    with console.status(f"{label}: waiting for the choreography to go quiet"):
+        status = client.control(info, "/quiet?timeout=600", timeout=620)
+    if not status["quiet"]:
+        raise SystemExit("dataharvest: the choreography did not go quiet within 600 s")
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import boto3
+
+    from dataharvest.local import client
+
+    info = client.ensure_stack(home())
+    files = collect_files(args.paths)
+    if not files:
+        raise SystemExit("dataharvest run: no files named {entity}_{YYYYMMDD}.csv[.gz] found")
+    s3 = boto3.client("s3")
+    bucket = os.environ["LANDING_BUCKET"]
+    for path in files:
+        s3.upload_file(str(path), bucket, f"{args.client}/{path.name}")
+        console.print(f"uploaded {path} -> s3://{bucket}/{args.client}/{path.name}")
+    _wait_quiet(info, f"{len(files)} file(s)")
+    return print_status(args.client, None, args.json)
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    import boto3
+
+    from dataharvest.local import client
+
+    info = client.ensure_stack(home())
+    s3 = boto3.client("s3")
+    bucket = os.environ["LANDING_BUCKET"]
+    for name in args.names:
+        s3.delete_object(Bucket=bucket, Key=f"{args.client}/{name}")
+        console.print(f"removed s3://{bucket}/{args.client}/{name}")
+    _wait_quiet(info, f"{len(args.names)} removal(s)")
+    return print_status(args.client, None, args.json)
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dataharvest.local import client
+
+    client.ensure_stack(home())
+    return print_status(args.client, args.date, args.json)
+
+
+def status_items(client_id: str | None, business_date: str | None) -> list[dict[str, Any]]:
+    from dataharvest import metastore
+
+    items = list(metastore.client_items(client_id) if client_id else metastore.all_items())
+    if business_date:
+        items = [i for i in items if i[metastore.SORT_KEY] == business_date.replace("-", "")]
+    return sorted((plain(i) for i in items),
+                  key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY]))
+
+
+def print_status(client_id: str | None, business_date: str | None, as_json: bool) -> int:
+    items = status_items(client_id, business_date)
+    if as_json:
+        print(json.dumps(items, indent=2, sort_keys=True))
+        return 0
+    done_flags = sorted({k for item in items for k in item if k.endswith("_done")})
+    table = Table(title="metastore")
+    table.add_column("client")
+    table.add_column("date")
+    for prefix in INPUT_PREFIX.values():
+        table.add_column(prefix)
+    for flag in done_flags:
+        table.add_column(flag.removesuffix("_done"))
+    for item in items:
+        cells = [item["partition_key"], item["sort_key"]]
+        for prefix in INPUT_PREFIX.values():
+            if item.get(f"{prefix}_persisted"):
+                cells.append(f"[green]✔[/] {item.get(f'{prefix}_rows', 0)} rows"
+                             + (f", {item[f'{prefix}_rejections']} rej"
+                                if item.get(f"{prefix}_rejections") else ""))
+            elif item.get(f"{prefix}_error"):
+                cells.append("[red]✘ rejected[/]")
+            else:
+                cells.append("-")
+        for flag in done_flags:
+            cells.append("[green]✔[/]" if item.get(flag) else
+                         ("[red]✘[/]" if item.get(flag.replace("_done", "_error")) else "-"))
+        table.add_row(*cells)
+    out.print(table)
+    errors = [(i["partition_key"], i["sort_key"], k, v) for i in items for k, v in i.items()
+              if k.endswith("_error") and v]
+    for client_id_, date, key, value in errors:
+        out.print(f"[red]{client_id_} {date} {key}:[/] {value}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dataharvest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack (foreground unless --detach)")
+    up.add_argument("--detach", action="store_true")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the local stack").set_defaults(func=cmd_down)
+
+    run = sub.add_parser("run", help="upload files, wait until quiet, print the result")
+    run.add_argument("paths", nargs="+", metavar="PATH")
+    run.add_argument("--client", required=True)
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    remove = sub.add_parser("remove", help="delete uploaded objects, wait until quiet")
+    remove.add_argument("names", nargs="+", metavar="NAME")
+    remove.add_argument("--client", required=True)
+    remove.add_argument("--json", action="store_true")
+    remove.set_defaults(func=cmd_remove)
+
+    status = sub.add_parser("status", help="metastore progress, flags, counts, errors")
+    status.add_argument("--client")
+    status.add_argument("--date")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""One settings object, read from the environment at the edge (handler start, CLI start).
+
+In the cloud the values come from the function's environment (serverless.yml); locally the
+event-source runner sets the very same variables from the same serverless.yml.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_MAX_REJECT_RATIO = "0.10"
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    region: str
+    database_url: str | None
+    database_secret_arn: str | None
+    metastore_table: str
+    landing_bucket: str
+    result_queue_url: str | None
+    transformer_name: str | None
+    home: Path
+
+    @property
+    def has_database(self) -> bool:
+        return bool(self.database_url or self.database_secret_arn)
+
+
+def resource_name(stage: str, suffix: str) -> str:
+    """The naming rule shared by serverless.yml and the local stack: dataharvest-<stage>-<x>."""
+    return f"dataharvest-{stage}-{suffix}"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    stage = env.get("DATAHARVEST_STAGE", "local")
+    return Settings(
+        stage=stage,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-west-1",
+        database_url=env.get("DATABASE_URL") or None,
+        database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
+        metastore_table=env.get("METASTORE_TABLE") or resource_name(stage, "metastore"),
+        landing_bucket=env.get("LANDING_BUCKET") or resource_name(stage, "landing"),
+        result_queue_url=env.get("RESULT_QUEUE_URL") or None,
+        transformer_name=env.get("TRANSFORMER_NAME") or None,
+        home=Path(env.get("DATAHARVEST_HOME") or ".dataharvest").resolve(),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """Settings of this process; handlers call it once per cold start."""
+    return load_settings()

@@ -1,0 +1,51 @@
+"""PostgreSQL access: one connection per process, reused across warm invocations.
+
+Connections are in autocommit mode and every unit of work runs in one explicit
+`conn.transaction()` block: it commits as a whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import psycopg
+
+from dataharvest.config import Settings, settings
+
+_connection: psycopg.Connection | None = None
+
+
+@lru_cache(maxsize=4)
+def _secret_database_url(secret_arn: str) -> str:
+    # In the cloud the URL lives in Secrets Manager (rotated there); read once per cold start.
+    import boto3
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
+    value = json.loads(secret["SecretString"])
+    return (
+        f"postgresql://{value['username']}:{value['password']}@{value['host']}:"
+        f"{value.get('port', 5432)}/{value.get('dbname', 'dataharvest')}?sslmode=require"
+    )
+
+
+def database_url(config: Settings | None = None) -> str:
+    config = config or settings()
+    if config.database_url:
+        return config.database_url
+    if config.database_secret_arn:
+        return _secret_database_url(config.database_secret_arn)
+    raise RuntimeError("no database configured: set DATABASE_URL or DATABASE_SECRET_ARN")
+
+
+def connect(url: str | None = None) -> psycopg.Connection:
+    """A new connection; callers own it and wrap their work in `conn.transaction()`."""
+    return psycopg.connect(url or database_url(), autocommit=True)
+
+
+def shared_connection() -> psycopg.Connection:
+    """The process-wide connection, reopened when the server closed it."""
+    global _connection
+    if _connection is None or _connection.closed or _connection.broken:
+        _connection = connect()
+    return _connection

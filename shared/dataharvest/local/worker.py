@@ -1,0 +1,72 @@
+"""A Lambda execution environment for one function: a separate Python process that imports the
+service's handler once (cold start) and serves invocations one at a time, like a Lambda
+instance. The runner talks to it over a pipe; the handler's own output goes to stderr.
+
+Usage: python -m dataharvest.local.worker SERVICE_DIR MODULE.FUNCTION
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of the Lambda context object that handlers and powertools read."""
+
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    log_group_name: str
+    log_stream_name: str
+    deadline_ms: int
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self.deadline_ms - int(time.time() * 1000))
+
+
+def main() -> None:
+    service_dir, handler_spec = sys.argv[1], sys.argv[2]
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the handler prints goes to the log, not into the protocol
+    sys.stdout = sys.stderr
+    sys.path.insert(0, service_dir)
+    module_name, function_name = handler_spec.rsplit(".", 1)
+    handler = getattr(importlib.import_module(module_name), function_name)
+    timeout_s = int(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "30"))
+    name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
+    region = os.environ.get("AWS_REGION", "eu-west-1")
+    protocol.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        event = json.loads(line)
+        context = LambdaContext(
+            function_name=name,
+            function_version="$LATEST",
+            invoked_function_arn=f"arn:aws:lambda:{region}:123456789012:function:{name}",
+            memory_limit_in_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")),
+            aws_request_id=str(uuid.uuid4()),
+            log_group_name=f"/aws/lambda/{name}",
+            log_stream_name="local",
+            deadline_ms=int(time.time() * 1000) + timeout_s * 1000,
+        )
+        try:
+            result = handler(event, context)
+            reply = {"ok": True, "result": result}
+        except Exception as error:  # the runtime reports any handler error as a failed invoke
+            traceback.print_exc()
+            reply = {"ok": False, "errorType": type(error).__name__, "errorMessage": str(error)}
+        sys.stderr.flush()
+        protocol.write(json.dumps(reply, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
