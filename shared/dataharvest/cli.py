@@ -39,13 +39,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         started = time.monotonic()
         info = client.start_detached(home())
-        console.print(f"local stack ready in {time.monotonic() - started:.1f} s "
-                      f"(AWS {info.endpoint_url}, control {info.control_url})")
+        console.print(
+            f"local stack ready in {time.monotonic() - started:.1f} s "
+            f"(AWS {info.endpoint_url}, control {info.control_url})"
+        )
         return 0
     stack = LocalStack(home(), retry_delay_cap=_retry_delay_cap())
     info = stack.start()
-    console.print(f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
-                  f"PostgreSQL {info.database_url}; Ctrl-C stops it")
+    console.print(
+        f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
+        f"PostgreSQL {info.database_url}; Ctrl-C stops it"
+    )
     stack.serve_forever()
     return 0
 
@@ -71,8 +75,9 @@ def collect_files(paths: list[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and
-                                FILE_NAME.match(p.name)))
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and FILE_NAME.match(p.name))
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -139,8 +144,9 @@ def status_items(client_id: str | None, business_date: str | None) -> list[dict[
     items = list(metastore.client_items(client_id) if client_id else metastore.all_items())
     if business_date:
         items = [i for i in items if i[metastore.SORT_KEY] == business_date.replace("-", "")]
-    return sorted((plain(i) for i in items),
-                  key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY]))
+    return sorted(
+        (plain(i) for i in items), key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY])
+    )
 
 
 def print_status(client_id: str | None, business_date: str | None, as_json: bool) -> int:
@@ -160,20 +166,32 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
         cells = [item["partition_key"], item["sort_key"]]
         for prefix in INPUT_PREFIX.values():
             if item.get(f"{prefix}_persisted"):
-                cells.append(f"[green]✔[/] {item.get(f'{prefix}_rows', 0)} rows"
-                             + (f", {item[f'{prefix}_rejections']} rej"
-                                if item.get(f"{prefix}_rejections") else ""))
+                cells.append(
+                    f"[green]✔[/] {item.get(f'{prefix}_rows', 0)} rows"
+                    + (
+                        f", {item[f'{prefix}_rejections']} rej"
+                        if item.get(f"{prefix}_rejections")
+                        else ""
+                    )
+                )
             elif item.get(f"{prefix}_error"):
                 cells.append("[red]✘ rejected[/]")
             else:
                 cells.append("-")
         for flag in done_flags:
-            cells.append("[green]✔[/]" if item.get(flag) else
-                         ("[red]✘[/]" if item.get(flag.replace("_done", "_error")) else "-"))
+            cells.append(
+                "[green]✔[/]"
+                if item.get(flag)
+                else ("[red]✘[/]" if item.get(flag.replace("_done", "_error")) else "-")
+            )
         table.add_row(*cells)
     out.print(table)
-    errors = [(i["partition_key"], i["sort_key"], k, v) for i in items for k, v in i.items()
-              if k.endswith("_error") and v]
+    errors = [
+        (i["partition_key"], i["sort_key"], k, v)
+        for i in items
+        for k, v in i.items()
+        if k.endswith("_error") and v
+    ]
     for client_id_, date, key, value in errors:
         out.print(f"[red]{client_id_} {date} {key}:[/] {value}")
     return 0

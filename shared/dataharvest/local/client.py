@@ -56,7 +56,10 @@ def start_detached(home: Path) -> StackInfo:
     log = open(home / "logs" / "stack.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [sys.executable, "-m", "dataharvest.cli", "up"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
         env={**os.environ, "DATAHARVEST_HOME": str(home)},
     )
     log.close()

@@ -68,7 +68,7 @@ class Provisioner:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, value), = node.items()
+            ((key, value),) = node.items()
             if key == "Ref":
                 return self._ref(value, stack)
             if key == "Fn::GetAtt":
@@ -144,7 +144,9 @@ class Provisioner:
         for name, output in file.outputs.items():
             export = output.get("Export", {}).get("Name")
             if export:
-                self.exports[self.resolve(export, stack)] = str(self.resolve(output["Value"], stack))
+                self.exports[self.resolve(export, stack)] = str(
+                    self.resolve(output["Value"], stack)
+                )
             del name
         return stack
 
@@ -155,7 +157,9 @@ class Provisioner:
             return self._queue(logical, props)
         if kind == "AWS::SNS::Topic":
             arn = self.client("sns").create_topic(Name=props["TopicName"])["TopicArn"]
-            return LocalResource(logical, kind, {"TopicArn": arn, "TopicName": props["TopicName"]}, arn)
+            return LocalResource(
+                logical, kind, {"TopicArn": arn, "TopicName": props["TopicName"]}, arn
+            )
         if kind == "AWS::DynamoDB::Table":
             return self._table(logical, props)
         if kind == "AWS::S3::Bucket":

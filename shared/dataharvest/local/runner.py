@@ -61,8 +61,13 @@ class Worker:
         ).rstrip(os.pathsep)
         log = open(self.log_path, "a", buffering=1)  # noqa: SIM115 - owned by the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "dataharvest.local.worker", str(self.spec.directory),
-             self.spec.handler],
+            [
+                sys.executable,
+                "-m",
+                "dataharvest.local.worker",
+                str(self.spec.directory),
+                self.spec.handler,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -96,7 +101,9 @@ class Worker:
                 raise InvokeError(f"{self.spec.name}: runtime exited, see {self.log_path}")
             reply = json.loads(reply_line)
             if not reply["ok"]:
-                raise InvokeError(f"{self.spec.name}: {reply['errorType']}: {reply['errorMessage']}")
+                raise InvokeError(
+                    f"{self.spec.name}: {reply['errorType']}: {reply['errorMessage']}"
+                )
             return reply["result"]
 
     def stop(self) -> None:
@@ -177,8 +184,19 @@ class Mapping(threading.Thread):
 
 
 class SqsMapping(Mapping):
-    def __init__(self, worker, activity, stop, *, sqs, queue_url: str, queue_arn: str,
-                 batch_size: int, report_failures: bool, retry_delay_cap: int | None):
+    def __init__(
+        self,
+        worker,
+        activity,
+        stop,
+        *,
+        sqs,
+        queue_url: str,
+        queue_arn: str,
+        batch_size: int,
+        report_failures: bool,
+        retry_delay_cap: int | None,
+    ):
         super().__init__(worker, activity, stop, f"sqs:{queue_arn.rsplit(':', 1)[-1]}")
         self.sqs = sqs
         self.queue_url = queue_url
@@ -225,14 +243,17 @@ class SqsMapping(Mapping):
         for start in range(0, len(done), 10):
             self.sqs.delete_message_batch(
                 QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
-                         for i, r in enumerate(done[start:start + 10])],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+                    for i, r in enumerate(done[start : start + 10])
+                ],
             )
         if failed_ids and self.retry_delay_cap is not None:
             for r in records:
                 if r["messageId"] in failed_ids:
                     self.sqs.change_message_visibility(
-                        QueueUrl=self.queue_url, ReceiptHandle=r["receiptHandle"],
+                        QueueUrl=self.queue_url,
+                        ReceiptHandle=r["receiptHandle"],
                         VisibilityTimeout=self.retry_delay_cap,
                     )
         return True
@@ -240,17 +261,34 @@ class SqsMapping(Mapping):
     def source_empty(self) -> bool:
         attrs = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed"],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
         )["Attributes"]
         return not any(int(v) for v in attrs.values())
 
 
 class StreamMapping(Mapping):
-    def __init__(self, worker, activity, stop, *, streams, sqs, stream_arn: str,
-                 batch_size: int, starting_position: str, filter_patterns: list[dict],
-                 max_retry_attempts: int, bisect: bool, report_failures: bool,
-                 on_failure_queue_url: str | None, function_arn: str):
+    def __init__(
+        self,
+        worker,
+        activity,
+        stop,
+        *,
+        streams,
+        sqs,
+        stream_arn: str,
+        batch_size: int,
+        starting_position: str,
+        filter_patterns: list[dict],
+        max_retry_attempts: int,
+        bisect: bool,
+        report_failures: bool,
+        on_failure_queue_url: str | None,
+        function_arn: str,
+    ):
         super().__init__(worker, activity, stop, f"stream:{stream_arn.split('/')[1]}")
         self.streams = streams
         self.sqs = sqs
@@ -271,7 +309,8 @@ class StreamMapping(Mapping):
         for shard in description["Shards"]:
             if shard["ShardId"] not in self.iterators:
                 self.iterators[shard["ShardId"]] = self.streams.get_shard_iterator(
-                    StreamArn=self.stream_arn, ShardId=shard["ShardId"],
+                    StreamArn=self.stream_arn,
+                    ShardId=shard["ShardId"],
                     ShardIteratorType=self.starting_position,
                 )["ShardIterator"]
         return self.iterators
@@ -289,7 +328,7 @@ class StreamMapping(Mapping):
                 record["eventSourceARN"] = self.stream_arn
             wanted = [r for r in records if self._passes_filters(r)]
             for start in range(0, len(wanted), self.batch_size):
-                self._deliver(shard_id, wanted[start:start + self.batch_size])
+                self._deliver(shard_id, wanted[start : start + self.batch_size])
         if not busy:
             self.stop_event.wait(0.1)
         return busy
@@ -316,16 +355,17 @@ class StreamMapping(Mapping):
                 self.delivered += first
                 failed_from = first
             batch = batch[failed_from:]
-            if attempt >= self.max_retry_attempts:
-                self._send_to_on_failure(shard_id, batch, attempt)
-                return
-            attempt += 1
             self.stop_event.wait(STREAM_RETRY_BACKOFF_S)
             if self.bisect and len(batch) > 1:
+                # Splitting a batch does not count towards the retry quota (AWS Lambda docs).
                 half = len(batch) // 2
                 self._deliver(shard_id, batch[:half], attempt)
                 self._deliver(shard_id, batch[half:], attempt)
                 return
+            if attempt >= self.max_retry_attempts:
+                self._send_to_on_failure(shard_id, batch, attempt)
+                return
+            attempt += 1
 
     def _send_to_on_failure(self, shard_id: str, batch: list[dict[str, Any]], attempt: int) -> None:
         if not self.on_failure_queue_url:
@@ -338,8 +378,11 @@ class StreamMapping(Mapping):
                 "condition": "RetryAttemptsExhausted",
                 "approximateInvokeCount": attempt + 1,
             },
-            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST",
-                                "functionError": "Unhandled"},
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
             "version": "1.0",
             "timestamp": datetime.now(UTC).isoformat(),
             "DDBStreamBatchInfo": {
@@ -358,8 +401,13 @@ class StreamMapping(Mapping):
 class Runner:
     """All functions and event-source mappings of the given stacks."""
 
-    def __init__(self, provisioner: Provisioner, log_dir: Path, base_env: dict[str, str],
-                 retry_delay_cap: int | None = None):
+    def __init__(
+        self,
+        provisioner: Provisioner,
+        log_dir: Path,
+        base_env: dict[str, str],
+        retry_delay_cap: int | None = None,
+    ):
         self.provisioner = provisioner
         self.log_dir = log_dir
         self.base_env = base_env
@@ -383,17 +431,25 @@ class Runner:
         memory = int(definition.get("memorySize", provider.get("memorySize", 1024)))
         env = {k: str(v) for k, v in environment.items()}
         env.update(self.base_env)
-        env.update({
-            "AWS_LAMBDA_FUNCTION_NAME": name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout),
-            "AWS_REGION": file.region,
-            "AWS_DEFAULT_REGION": file.region,
-            "AWS_SAM_LOCAL": "true",
-        })
-        return FunctionSpec(name=name, service=file.service, directory=file.directory,
-                            handler=definition["handler"], timeout=timeout, memory=memory,
-                            environment=env)
+        env.update(
+            {
+                "AWS_LAMBDA_FUNCTION_NAME": name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
+                "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout),
+                "AWS_REGION": file.region,
+                "AWS_DEFAULT_REGION": file.region,
+                "AWS_SAM_LOCAL": "true",
+            }
+        )
+        return FunctionSpec(
+            name=name,
+            service=file.service,
+            directory=file.directory,
+            handler=definition["handler"],
+            timeout=timeout,
+            memory=memory,
+            environment=env,
+        )
 
     def add_stack(self, stack: Stack) -> None:
         sqs = self.provisioner.client("sqs")
@@ -401,14 +457,16 @@ class Runner:
         for key, definition in stack.file.functions.items():
             spec = self.function_spec(stack, key)
             worker = self.workers[spec.name] = Worker(spec, self.log_dir)
-            function_arn = (f"arn:aws:lambda:{stack.file.region}:123456789012:function:"
-                            f"{spec.name}")
+            function_arn = f"arn:aws:lambda:{stack.file.region}:123456789012:function:{spec.name}"
             for event in definition.get("events") or []:
                 if "sqs" in event:
                     self.mappings.append(self._sqs_mapping(worker, stack, event["sqs"], sqs))
                 elif "stream" in event:
-                    self.mappings.append(self._stream_mapping(
-                        worker, stack, event["stream"], streams, sqs, function_arn))
+                    self.mappings.append(
+                        self._stream_mapping(
+                            worker, stack, event["stream"], streams, sqs, function_arn
+                        )
+                    )
 
     def _queue_url(self, arn: str) -> str:
         for stack in self.provisioner.stacks.values():
@@ -418,33 +476,47 @@ class Runner:
         raise KeyError(f"no local queue with ARN {arn}")
 
     def _sqs_mapping(self, worker: Worker, stack: Stack, config: Any, sqs) -> SqsMapping:
-        config = {"arn": config} if isinstance(config, (str, dict)) and "arn" not in config \
-            else config
+        config = (
+            {"arn": config} if isinstance(config, (str, dict)) and "arn" not in config else config
+        )
         arn = self.provisioner.resolve(config["arn"], stack)
         return SqsMapping(
-            worker, self.activity, self.stop_event, sqs=sqs, queue_url=self._queue_url(arn),
-            queue_arn=arn, batch_size=int(config.get("batchSize", 10)),
+            worker,
+            self.activity,
+            self.stop_event,
+            sqs=sqs,
+            queue_url=self._queue_url(arn),
+            queue_arn=arn,
+            batch_size=int(config.get("batchSize", 10)),
             report_failures=config.get("functionResponseType") == "ReportBatchItemFailures",
             retry_delay_cap=self.retry_delay_cap,
         )
 
-    def _stream_mapping(self, worker: Worker, stack: Stack, config: dict, streams, sqs,
-                        function_arn: str) -> StreamMapping:
+    def _stream_mapping(
+        self, worker: Worker, stack: Stack, config: dict, streams, sqs, function_arn: str
+    ) -> StreamMapping:
         arn = self.provisioner.resolve(config["arn"], stack)
         on_failure = (config.get("destinations") or {}).get("onFailure")
         if isinstance(on_failure, dict):
             on_failure = on_failure.get("arn")
-        on_failure_url = self._queue_url(self.provisioner.resolve(on_failure, stack)) \
-            if on_failure else None
+        on_failure_url = (
+            self._queue_url(self.provisioner.resolve(on_failure, stack)) if on_failure else None
+        )
         return StreamMapping(
-            worker, self.activity, self.stop_event, streams=streams, sqs=sqs, stream_arn=arn,
+            worker,
+            self.activity,
+            self.stop_event,
+            streams=streams,
+            sqs=sqs,
+            stream_arn=arn,
             batch_size=int(config.get("batchSize", 100)),
             starting_position=config.get("startingPosition", "TRIM_HORIZON"),
             filter_patterns=list(config.get("filterPatterns") or []),
             max_retry_attempts=int(config.get("maximumRetryAttempts", 10_000)),
             bisect=bool(config.get("bisectBatchOnFunctionError", False)),
             report_failures=config.get("functionResponseType") == "ReportBatchItemFailures",
-            on_failure_queue_url=on_failure_url, function_arn=function_arn,
+            on_failure_queue_url=on_failure_url,
+            function_arn=function_arn,
         )
 
     def start(self) -> None:
@@ -477,9 +549,12 @@ class Runner:
             if first["idle"]:
                 time.sleep(settle)
                 second = self.status()
-                if (second["idle"] and second["generation"] == first["generation"]
-                        and all(m.source_empty() for m in self.mappings)
-                        and self.status()["generation"] == first["generation"]):
+                if (
+                    second["idle"]
+                    and second["generation"] == first["generation"]
+                    and all(m.source_empty() for m in self.mappings)
+                    and self.status()["generation"] == first["generation"]
+                ):
                     return True
             time.sleep(0.1)
         return False

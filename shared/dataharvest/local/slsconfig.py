@@ -83,7 +83,7 @@ class Variables:
 
 
 def load(path: Path, stage: str = "local", region: str = "eu-west-1") -> ServerlessFile:
-    raw = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    raw = yaml.load(path.read_text(), Loader=_CfnLoader)
     variables = Variables(stage=stage, region=region)
     resolved = _resolve(raw, raw, variables, depth=0)
     return ServerlessFile(path=path, data=resolved, stage=stage, region=region)

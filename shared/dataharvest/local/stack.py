@@ -4,6 +4,7 @@ event-source runner, with a small control API on loopback for the CLI (health, q
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -92,8 +93,14 @@ def stop_embedded_postgres(home: Path) -> None:
 class LocalStack:
     """Everything `dataharvest up` runs, in one process."""
 
-    def __init__(self, home: Path, stage: str = "local", region: str = DEFAULT_REGION,
-                 service_files: list[Path] | None = None, retry_delay_cap: int | None = None):
+    def __init__(
+        self,
+        home: Path,
+        stage: str = "local",
+        region: str = DEFAULT_REGION,
+        service_files: list[Path] | None = None,
+        retry_delay_cap: int | None = None,
+    ):
         self.home = home
         self.stage = stage
         self.region = region
@@ -109,6 +116,8 @@ class LocalStack:
     def start(self) -> StackInfo:
         from dataharvest import migrate
 
+        # moto's server logs every request; keep the stack log for what matters.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         started = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
         database_url = os.environ.get("DATABASE_URL")
@@ -142,15 +151,21 @@ class LocalStack:
         self.provisioner.provision(root)
         control_port = free_port()
         self.info = StackInfo(
-            pid=os.getpid(), database_url=database_url, endpoint_url=endpoint_url,
-            control_url=f"http://127.0.0.1:{control_port}", region=self.region, stage=self.stage,
+            pid=os.getpid(),
+            database_url=database_url,
+            endpoint_url=endpoint_url,
+            control_url=f"http://127.0.0.1:{control_port}",
+            region=self.region,
+            stage=self.stage,
             exports=dict(self.provisioner.exports),
         )
         base_env = {**self.info.client_environment(), "DATAHARVEST_HOME": str(self.home)}
-        self.runner = Runner(self.provisioner, self.home / "logs", base_env,
-                             retry_delay_cap=self.retry_delay_cap)
-        for path in self.service_files if self.service_files is not None else \
-                slsconfig.service_files():
+        self.runner = Runner(
+            self.provisioner, self.home / "logs", base_env, retry_delay_cap=self.retry_delay_cap
+        )
+        for path in (
+            self.service_files if self.service_files is not None else slsconfig.service_files()
+        ):
             stack = self.provisioner.provision(slsconfig.load(path, self.stage, self.region))
             self.runner.add_stack(stack)
         self.info.exports = dict(self.provisioner.exports)
@@ -164,14 +179,17 @@ class LocalStack:
         stack = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 if self.path.startswith("/quiet"):
                     timeout = float(self.path.partition("timeout=")[2] or 300)
                     body: dict[str, Any] = {"quiet": stack.runner.wait_quiet(timeout)}
                     body.update(stack.runner.status())
                 elif self.path == "/health":
-                    body = {"ok": True, **stack.info.__dict__,
-                            "startup_seconds": stack.startup_seconds}
+                    body = {
+                        "ok": True,
+                        **stack.info.__dict__,
+                        "startup_seconds": stack.startup_seconds,
+                    }
                 elif self.path == "/status":
                     body = stack.runner.status()
                 else:
