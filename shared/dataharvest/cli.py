@@ -197,6 +197,54 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
     return 0
 
 
+# -- transformer registry --------------------------------------------------------------------
+
+
+def cmd_transformers(args: argparse.Namespace) -> int:
+    from dataharvest import catapult, registry
+    from dataharvest.local import client
+
+    client.ensure_stack(home())
+    if args.action == "list":
+        entries = registry.load_all()
+        if args.json:
+            print(json.dumps([{**e.__dict__, "watch": list(e.watch)} for e in entries],
+                             indent=2))
+            return 0
+        table = Table(title="transformers")
+        for column in ("name", "enabled", "owner", "watch", "target"):
+            table.add_column(column)
+        for e in entries:
+            table.add_row(e.name, "yes" if e.enabled else "no", e.owner, ", ".join(e.watch),
+                          e.target)
+        out.print(table)
+        return 0
+    if args.action == "register":
+        entry = registry.register(Path(args.target), load_settings().stage)
+        console.print(f"registered {entry.name} -> {entry.target}")
+    elif args.action in ("enable", "disable"):
+        entry = registry.set_enabled(args.target, args.action == "enable")
+        console.print(f"{entry.name} {args.action}d")
+    if args.action in ("register", "enable") and not args.no_backfill:
+        sent = catapult.backfill(entry)
+        console.print(f"backfill: {len(sent)} client/date item(s) already match; APPLY sent")
+    if args.action == "replay":
+        entry = registry.get(args.target)
+        sent = catapult.replay(entry, args.client, _yyyymmdd(args.date_from),
+                               _yyyymmdd(args.date_to))
+        console.print(f"replay: APPLY sent for {len(sent)} date(s) of {args.client}")
+    if args.action in ("register", "enable", "replay"):
+        _wait_quiet(client.running_stack(home()), f"transformers {args.action}")
+    return 0
+
+
+def _yyyymmdd(value: str) -> str:
+    digits = value.replace("-", "")
+    if not re.fullmatch(r"\d{8}", digits):
+        raise SystemExit(f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+    return digits
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -226,6 +274,26 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--date")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    transformers = sub.add_parser("transformers", help="edit the transformer registry")
+    tsub = transformers.add_subparsers(dest="action", required=True)
+    tlist = tsub.add_parser("list", help="registered transformers")
+    tlist.add_argument("--json", action="store_true")
+    treg = tsub.add_parser("register", help="register a service's transformer.yml")
+    treg.add_argument("target", metavar="SERVICE_DIR_OR_FILE")
+    treg.add_argument("--no-backfill", action="store_true",
+                      help="do not dispatch APPLY for items that already match")
+    ten = tsub.add_parser("enable", help="enable a transformer (backfills unless told not to)")
+    ten.add_argument("target", metavar="NAME")
+    ten.add_argument("--no-backfill", action="store_true")
+    tdis = tsub.add_parser("disable", help="disable a transformer")
+    tdis.add_argument("target", metavar="NAME")
+    trep = tsub.add_parser("replay", help="re-run a transformer over a date range")
+    trep.add_argument("target", metavar="NAME")
+    trep.add_argument("--client", required=True)
+    trep.add_argument("--from", dest="date_from", required=True)
+    trep.add_argument("--to", dest="date_to", required=True)
+    transformers.set_defaults(func=cmd_transformers)
     return parser
 
 

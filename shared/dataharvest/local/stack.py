@@ -169,11 +169,23 @@ class LocalStack:
             stack = self.provisioner.provision(slsconfig.load(path, self.stage, self.region))
             self.runner.add_stack(stack)
         self.info.exports = dict(self.provisioner.exports)
+        self._register_transformers()
         self.runner.start()
         self._serve_control(control_port)
         (self.home / "stack.json").write_text(json.dumps(self.info.__dict__, indent=2))
         self.startup_seconds = time.monotonic() - started
         return self.info
+
+    def _register_transformers(self) -> None:
+        # Like a deploy pipeline would after `serverless deploy`: register each service's
+        # entry. The stack is fresh, so there is nothing to backfill.
+        from dataharvest import config, metastore, registry
+
+        os.environ.update(self.info.client_environment())
+        config.settings.cache_clear()
+        metastore.table.cache_clear()
+        for path in sorted((slsconfig.REPO_ROOT / "services").glob("*/transformer.yml")):
+            registry.register(path, self.stage)
 
     def _serve_control(self, port: int) -> None:
         stack = self

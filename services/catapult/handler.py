@@ -1,0 +1,34 @@
+"""Catapult Lambda: metastore stream -> dataharvest.catapult.dispatch_record per record."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
+    DynamoDBRecord,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from dataharvest.catapult import dispatch_record
+from dataharvest.observability import logger, metrics, tracer
+from dataharvest.registry import RegistryCache
+
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+registry_cache = RegistryCache()  # lives as long as the execution environment
+
+
+@tracer.capture_method
+def record_handler(record: DynamoDBRecord) -> None:
+    dispatch_record(record.raw_event, registry_cache)
+
+
+@logger.inject_lambda_context(correlation_id_path="Records[0].eventID")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict, context: LambdaContext) -> dict:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

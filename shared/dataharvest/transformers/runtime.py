@@ -1,0 +1,276 @@
+"""The transformer runtime every transformer service uses.
+
+For one work message: reconcile it with the current metastore item (a message is a hint; a
+newer one wins), take a per (client, date, transformer) lock, replace the transformer's output
+for that client and date in ONE PostgreSQL transaction together with its audit.transformer_runs
+row, and then set `<name>_done` / `<name>_version` / timestamps in the metastore conditionally on
+the input versions still being current. RETRACT deletes the outputs and clears the flag, which
+retracts whatever depends on it in turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg
+from boto3.dynamodb.conditions import Attr
+
+from dataharvest import db, metastore, registry
+from dataharvest.catapult.decide import watched_versions
+from dataharvest.catapult.dispatch import item_as_record
+from dataharvest.observability import logger
+from dataharvest.work import WorkMessage
+
+
+@dataclass(frozen=True)
+class Transformer:
+    name: str
+    # Tables holding this transformer's output, keyed by (client_id, business_date).
+    output_tables: tuple[str, ...]
+    # Writes the output for one client and date (its old output is already deleted); returns
+    # the number of rows written. Runs inside the run's transaction.
+    apply: Callable[[psycopg.Connection, str, date], int]
+    # Optional effect after commit (the partner publisher sends its messages here).
+    after_commit: Callable[[psycopg.Connection, WorkMessage], None] | None = None
+    # Whether it writes audit.data_quality_issues (cleared with its output).
+    writes_quality_issues: bool = False
+
+
+class StaleWork(Exception):
+    """The inputs changed while the run was computing: its result is discarded."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: str  # succeeded | duplicate | superseded | stale
+    rows_written: int = 0
+
+
+_registry = registry.RegistryCache()
+
+
+def business_date_of(message: WorkMessage) -> date:
+    return datetime.strptime(message.business_date, "%Y%m%d").date()
+
+
+def output_version(input_versions: dict[str, str]) -> str:
+    """What downstream transformers watch: changes whenever this output was recomputed from
+    different inputs."""
+    return hashlib.sha256(json.dumps(input_versions, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _entry(name: str) -> registry.TransformerEntry:
+    for entry in _registry.current():
+        if entry.name == name:
+            return entry
+    _registry.refresh()
+    for entry in _registry.entries:
+        if entry.name == name:
+            return entry
+    raise registry.RegistryError(f"{name} is not registered")
+
+
+def _desired(entry: registry.TransformerEntry, item: dict[str, Any]) -> tuple[str, dict]:
+    if item and entry.matches_image(item_as_record(item)):
+        return "APPLY", watched_versions(entry, item)
+    return "RETRACT", watched_versions(entry, item) if item else {}
+
+
+def _is_current(entry: registry.TransformerEntry, message: WorkMessage) -> bool:
+    """Whether the message still describes the item: same action due, same input versions."""
+    item = metastore.get_item(message.client_id, message.business_date)
+    action, versions = _desired(entry, item)
+    return action == message.action and (action == "RETRACT" or versions == message.input_versions)
+
+
+def run(transformer: Transformer, message: WorkMessage) -> RunResult:
+    """Run one work message; raises on transient errors so the platform retries it."""
+    entry = _entry(transformer.name)
+    if not _is_current(entry, message):
+        # A newer stream change already produced (or will produce) the message that counts.
+        logger.info("superseded work message", extra={"key": message.idempotency_key})
+        return RunResult("superseded")
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    conn = db.shared_connection()
+    try:
+        with conn.transaction():
+            rows = _run_in_transaction(conn, transformer, entry, message, started_at, started)
+    except StaleWork:
+        _record_run(conn, transformer, message, "stale", 0, started_at, started, None)
+        logger.info("stale result discarded", extra={"key": message.idempotency_key})
+        return RunResult("stale")
+    except Exception as error:
+        _record_failure(conn, transformer, message, started_at, started, error)
+        raise
+    if rows is None:
+        _publish_flag(transformer, message, started_at)
+        return RunResult("duplicate")
+    if transformer.after_commit and message.action == "APPLY":
+        transformer.after_commit(conn, message)
+    _publish_flag(transformer, message, started_at)
+    return RunResult("succeeded", rows)
+
+
+def _run_in_transaction(conn, transformer, entry, message, started_at, started) -> int | None:
+    day = business_date_of(message)
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        (f"transformer:{message.client_id}:{message.business_date}:{transformer.name}",),
+    )
+    done = conn.execute(
+        "SELECT 1 FROM audit.transformer_runs WHERE idempotency_key = %s AND outcome = 'succeeded'",
+        (message.idempotency_key,),
+    ).fetchone()
+    if done:
+        return None
+    for table in transformer.output_tables:
+        conn.execute(
+            f"DELETE FROM {table} WHERE client_id = %s AND business_date = %s",
+            (message.client_id, day),
+        )
+    if transformer.writes_quality_issues:
+        conn.execute(
+            "DELETE FROM audit.data_quality_issues WHERE client_id = %s AND business_date = %s "
+            "AND transformer = %s",
+            (message.client_id, day, transformer.name),
+        )
+    rows = transformer.apply(conn, message.client_id, day) if message.action == "APPLY" else 0
+    # Last look before commit: if the inputs moved on, this result must not become visible.
+    if not _is_current(entry, message):
+        raise StaleWork
+    _record_run(conn, transformer, message, "succeeded", rows, started_at, started, None)
+    return rows
+
+
+def _record_run(conn, transformer, message, outcome, rows, started_at, started, error) -> None:
+    conn.execute(
+        """
+        INSERT INTO audit.transformer_runs (client_id, business_date, transformer, action,
+            idempotency_key, input_versions, outcome, rows_written, duration_ms, error,
+            started_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        """,
+        (
+            message.client_id,
+            business_date_of(message),
+            transformer.name,
+            message.action,
+            message.idempotency_key,
+            json.dumps(message.input_versions),
+            outcome,
+            rows,
+            int((time.monotonic() - started) * 1000),
+            error,
+            started_at,
+        ),
+    )
+
+
+def _record_failure(conn, transformer, message, started_at, started, error) -> None:
+    text = f"{type(error).__name__}: {error}"
+    if not conn.broken:
+        _record_run(conn, transformer, message, "failed", 0, started_at, started, text)
+    metastore.table().update_item(
+        Key=metastore.item_key(message.client_id, message.business_date),
+        UpdateExpression="SET #error = :error, #failed_at = :now",
+        ExpressionAttributeNames={
+            "#error": f"{transformer.name}_error",
+            "#failed_at": f"{transformer.name}_failed_at",
+        },
+        ExpressionAttributeValues={":error": text[:1000], ":now": datetime.now(UTC).isoformat()},
+    )
+
+
+def _publish_flag(transformer: Transformer, message: WorkMessage, started_at: datetime) -> None:
+    """Set or clear `<name>_done` only while the inputs are still the ones this run used."""
+    name = transformer.name
+    condition = Attr(metastore.PARTITION_KEY).exists()
+    for attribute, value in message.input_versions.items():
+        current = Attr(attribute).eq(value)
+        # Numbers are stored as Number; compare their text form by trying both types.
+        if value.lstrip("-").isdigit():
+            current = current | Attr(attribute).eq(int(value))
+        condition = condition & current
+    names = {
+        "#done": f"{name}_done",
+        "#version": f"{name}_version",
+        "#started": f"{name}_started_at",
+        "#finished": f"{name}_finished_at",
+        "#error": f"{name}_error",
+    }
+    values: dict[str, Any] = {
+        ":started": started_at.isoformat(),
+        ":finished": datetime.now(UTC).isoformat(),
+    }
+    if message.action == "APPLY":
+        expression = (
+            "SET #done = :true, #version = :version, #started = :started, "
+            "#finished = :finished REMOVE #error"
+        )
+        values |= {":true": True, ":version": output_version(message.input_versions)}
+    else:
+        expression = (
+            "SET #done = :false, #started = :started, #finished = :finished REMOVE #version, #error"
+        )
+        values |= {":false": False}
+    try:
+        metastore.table().update_item(
+            Key=metastore.item_key(message.client_id, message.business_date),
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except metastore.table().meta.client.exceptions.ConditionalCheckFailedException:
+        logger.info(
+            "inputs changed after commit; flag not published",
+            extra={"key": message.idempotency_key},
+        )
+
+
+def make_handler(transformer: Transformer) -> Callable[[dict, Any], dict]:
+    """The Lambda handler of a transformer service: its SQS work queue, partial batch
+    responses, one `run` per work message."""
+    from aws_lambda_powertools.utilities.batch import (
+        BatchProcessor,
+        EventType,
+        process_partial_response,
+    )
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from dataharvest.observability import metrics, tracer
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: SQSRecord) -> None:
+        message = WorkMessage.from_json(record.body)
+        if message.transformer != transformer.name:
+            raise ValueError(f"{transformer.name} received work for {message.transformer}")
+        result = run(transformer, message)
+        logger.info(
+            "work message done",
+            extra={
+                "outcome": result.outcome,
+                "rows": result.rows_written,
+                "action": message.action,
+                "client_id": message.client_id,
+                "business_date": message.business_date,
+            },
+        )
+
+    @logger.inject_lambda_context(correlation_id_path="Records[0].messageId")
+    @tracer.capture_lambda_handler
+    @metrics.log_metrics
+    def handler(event: dict, context: Any) -> dict:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return handler
