@@ -1,7 +1,8 @@
 """Read serverless.yml files the way the Serverless Framework resolves them, for local use.
 
 Only what our files use is resolved: `${sls:stage}`, `${self:...}`, `${aws:region}`,
-`${aws:accountId}`, `${env:NAME, default}`, `${file(...)}` is not used. CloudFormation
+`${aws:accountId}`, `${env:NAME, default}`, `${file(path):key}` (path relative to the
+serverless.yml, for the deploy settings services share in serverless.common.yml). CloudFormation
 intrinsics (Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::ImportValue) are resolved later, against
 the provisioned local resources (see provision.py).
 """
@@ -20,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_ACCOUNT_ID = "123456789012"
 
 _VARIABLE = re.compile(r"\$\{([^{}]+)\}")
+_FILE = re.compile(r"file\((?P<path>[^()]+)\)(?::(?P<address>.+))?")
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -80,11 +82,12 @@ class Variables:
     stage: str
     region: str
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    directory: Path = field(default_factory=Path.cwd)
 
 
 def load(path: Path, stage: str = "local", region: str = "eu-west-1") -> ServerlessFile:
     raw = yaml.load(path.read_text(), Loader=_CfnLoader)
-    variables = Variables(stage=stage, region=region)
+    variables = Variables(stage=stage, region=region, directory=path.parent)
     resolved = _resolve(raw, raw, variables, depth=0)
     return ServerlessFile(path=path, data=resolved, stage=stage, region=region)
 
@@ -118,8 +121,19 @@ def _lookup(expression: str, root: dict[str, Any], variables: Variables) -> Any:
         return variables.region
     if source == "aws:accountId":
         return LOCAL_ACCOUNT_ID
+    included = _FILE.fullmatch(source)
+    if included:
+        # As in the Serverless Framework, ${self:...} inside the included value still means
+        # the including file: the value is returned unresolved and resolved by the caller.
+        target = variables.directory / included["path"].strip()
+        value = yaml.load(target.read_text(), Loader=_CfnLoader)
+        for part in filter(None, (included["address"] or "").split(".")):
+            if not isinstance(value, dict) or part not in value:
+                raise KeyError(f"serverless.yml: ${{{expression}}} does not resolve")
+            value = value[part]
+        return value
     if source.startswith("self:"):
-        value: Any = root
+        value = root
         for part in source[len("self:") :].split("."):
             if not isinstance(value, dict) or part not in value:
                 if fallback is not None:
