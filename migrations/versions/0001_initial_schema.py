@@ -85,6 +85,7 @@ CREATE TABLE audit.file_loads (
     rows_loaded    integer NOT NULL DEFAULT 0,
     rows_rejected  integer NOT NULL DEFAULT 0,
     reason         text,
+    ignored_columns text[] NOT NULL DEFAULT '{{}}',
     is_current     boolean NOT NULL DEFAULT false,
     started_at     timestamptz NOT NULL DEFAULT now(),
     finished_at    timestamptz NOT NULL DEFAULT clock_timestamp()

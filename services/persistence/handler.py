@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -25,9 +26,11 @@ def record_handler(record: SQSRecord) -> None:
     if body.get("Event") == "s3:TestEvent":
         return  # S3 sends one when the notification is configured; nothing to load
     for s3_record in S3Event(body).records:
+        # S3 URL-encodes keys in notifications ('/' as %2F, ' ' as '+'); powertools' S3Object.key
+        # returns them as sent, so decode here, at the edge.
         load_upload(
             bucket=s3_record.s3.bucket.name,
-            key=s3_record.s3.get_object.key,
+            key=unquote_plus(s3_record.s3.get_object.key),
             event_name=s3_record.event_name,
         )
 

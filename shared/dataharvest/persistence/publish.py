@@ -1,0 +1,70 @@
+"""Current load of an input -> its attributes in the metastore item of (client, date).
+
+Written after the database commit, from the committed state, so a retry after a crash in
+between rewrites the same values. The write is conditional on the input's sequence number, so
+a slower process holding an older state can never overwrite a newer one, and it is skipped when
+the item already says the same, so redeliveries produce no stream records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dataharvest import metastore
+from dataharvest.observability import logger
+from dataharvest.persistence.records import LoadRecord
+from dataharvest.persistence.routing import Route
+
+
+def input_attributes(target: Route, record: LoadRecord) -> dict[str, Any]:
+    """The item attributes of one input; None means the attribute is absent."""
+    prefix = metastore.INPUT_PREFIX[target.entity]
+    return {
+        f"{prefix}_persisted": record.status == "loaded",
+        f"{prefix}_version": record.source_version,
+        f"{prefix}_seq": record.load_id,
+        f"{prefix}_rows": record.rows_loaded,
+        f"{prefix}_rejections": record.rows_rejected,
+        f"{prefix}_error": record.reason if record.status == "rejected" else None,
+        f"{prefix}_ignored_columns": list(record.ignored_columns) or None,
+        f"{prefix}_updated_at": record.finished_at.isoformat(),
+    }
+
+
+def publish_input(target: Route, record: LoadRecord) -> bool:
+    """Make the item show this load; True when the item was written."""
+    wanted = input_attributes(target, record)
+    item = metastore.get_item(target.client_id, target.date_key)
+    if all(item.get(name) == value for name, value in wanted.items()):
+        return False
+    prefix = metastore.INPUT_PREFIX[target.entity]
+    seq = f"{prefix}_seq"
+    to_set = {name: value for name, value in wanted.items() if value is not None}
+    to_remove = [name for name, value in wanted.items() if value is None]
+    expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(to_set)))
+    if to_remove:
+        expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(to_remove)))
+    names = {f"#{i}": name for i, name in enumerate(to_set)}
+    names.update({f"#r{i}": name for i, name in enumerate(to_remove)})
+    names["#seq"] = seq
+    values = {f":{i}": value for i, value in enumerate(to_set.values())}
+    values[":seq"] = record.load_id
+    try:
+        metastore.table().update_item(
+            Key=metastore.item_key(target.client_id, target.date_key),
+            UpdateExpression=expression,
+            ConditionExpression="attribute_not_exists(#seq) OR #seq <= :seq",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        logger.info(
+            "metastore already shows a newer load of this input; this write is stale",
+            extra={"client_id": target.client_id, "entity": target.entity, "seq": record.load_id},
+        )
+        return False
+    return True

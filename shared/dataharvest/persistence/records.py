@@ -1,0 +1,145 @@
+"""audit.file_loads: the load history of each input, and which version of it is current.
+
+Exactly one row per input (client, entity, date) is current (a partial unique index enforces
+it): the version loaded, rejected whole, or the retraction after a delete. Its load_id is the
+input's sequence number in the metastore; ids only grow, and the loads of one input run one
+at a time under its advisory lock, so a later state always has a larger id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from dataharvest.persistence.routing import Route
+
+COLUMNS = (
+    "load_id, source_key, source_version, content_sha256, status, rows_total, rows_loaded, "
+    "rows_rejected, reason, ignored_columns, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    load_id: int
+    source_key: str
+    source_version: str | None
+    content_sha256: str | None
+    status: str
+    rows_total: int
+    rows_loaded: int
+    rows_rejected: int
+    reason: str | None
+    ignored_columns: list[str]
+    finished_at: datetime
+
+    def is_version(self, key: str, version: str) -> bool:
+        return self.source_key == key and self.source_version == version
+
+
+def lock_input(conn: psycopg.Connection, target: Route) -> None:
+    """Serialize every load of one input until the end of the current transaction."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (target.lock_name,))
+
+
+def current_load(conn: psycopg.Connection, target: Route) -> LoadRecord | None:
+    with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
+        return cur.execute(
+            f"SELECT {COLUMNS} FROM audit.file_loads "
+            "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
+            (target.client_id, target.entity, target.business_date),
+        ).fetchone()
+
+
+def seen_unchanged(conn: psycopg.Connection, target: Route, key: str, version: str) -> str | None:
+    """The content hash of this version if an earlier delivery found it identical to the
+    then current load."""
+    row = conn.execute(
+        "SELECT content_sha256 FROM audit.file_loads WHERE source_key = %s AND source_version = %s"
+        " AND client_id = %s AND status = 'unchanged' LIMIT 1",
+        (key, version, target.client_id),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def record_load(
+    conn: psycopg.Connection,
+    target: Route,
+    *,
+    key: str,
+    version: str | None,
+    sha256: str | None,
+    status: str,
+    rows_total: int = 0,
+    rows_loaded: int = 0,
+    rows_rejected: int = 0,
+    reason: str | None = None,
+    ignored_columns: tuple[str, ...] = (),
+) -> LoadRecord:
+    """Append a load to the history; unless it is 'unchanged' it becomes the current one."""
+    current = status != "unchanged"
+    if current:
+        conn.execute(
+            "UPDATE audit.file_loads SET is_current = false "
+            "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
+            (target.client_id, target.entity, target.business_date),
+        )
+    with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
+        record = cur.execute(
+            "INSERT INTO audit.file_loads (client_id, business_date, entity, source_key, "
+            "source_version, content_sha256, status, rows_total, rows_loaded, rows_rejected, "
+            "reason, ignored_columns, is_current) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"RETURNING {COLUMNS}",
+            (
+                target.client_id,
+                target.business_date,
+                target.entity,
+                key,
+                version,
+                sha256,
+                status,
+                rows_total,
+                rows_loaded,
+                rows_rejected,
+                reason,
+                list(ignored_columns),
+                current,
+            ),
+        ).fetchone()
+    assert record is not None
+    return record
+
+
+def record_unroutable(
+    conn: psycopg.Connection, key: str, version: str, reason: str, client_id: str | None
+) -> bool:
+    """Record an unroutable upload once per object version; False when already recorded."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"unroutable/{key}",))
+    inserted = conn.execute(
+        "INSERT INTO audit.file_loads (client_id, source_key, source_version, status, reason) "
+        "SELECT %(client)s, %(key)s, %(version)s, 'unroutable', %(reason)s WHERE NOT EXISTS ("
+        " SELECT 1 FROM audit.file_loads WHERE source_key = %(key)s"
+        " AND source_version = %(version)s AND status = 'unroutable')",
+        {"client": client_id, "key": key, "version": version, "reason": reason},
+    )
+    return inserted.rowcount == 1
+
+
+def delete_input_rows(conn: psycopg.Connection, target: Route) -> None:
+    """Remove the raw rows and rejections of the input, whichever version they came from."""
+    params = (target.client_id, target.business_date)
+    conn.execute(
+        sql.SQL("DELETE FROM {} WHERE client_id = %s AND business_date = %s").format(
+            sql.Identifier("raw", target.entity)
+        ),
+        params,
+    )
+    conn.execute(
+        "DELETE FROM audit.rejections WHERE client_id = %s AND business_date = %s AND entity = %s",
+        (*params, target.entity),
+    )

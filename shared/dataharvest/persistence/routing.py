@@ -1,0 +1,61 @@
+"""Object key -> the input it is a version of: (client_id, entity, business_date).
+
+The client id comes from the key and nowhere else: this is where tenant isolation starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from dataharvest.persistence.exceptions import UnroutableKey
+from dataharvest.schemas import ENTITIES
+
+CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+FILE_NAME = re.compile(r"^(?P<entity>[a-z]+)_(?P<date>[0-9]{8})\.csv(?P<gz>\.gz)?$")
+KEY_LAYOUT = "{client_id}/{entity}_{YYYYMMDD}.csv[.gz]"
+
+
+@dataclass(frozen=True)
+class Route:
+    client_id: str
+    entity: str
+    business_date: date
+    gzip: bool
+
+    @property
+    def date_key(self) -> str:
+        """The metastore sort key: YYYYMMDD."""
+        return self.business_date.strftime("%Y%m%d")
+
+    @property
+    def lock_name(self) -> str:
+        """One name per input (client, entity, date): its loads serialize on it."""
+        return f"persistence/{self.client_id}/{self.entity}/{self.date_key}"
+
+
+def route(key: str) -> Route:
+    """The input a key belongs to; raises UnroutableKey with the reason otherwise."""
+    parts = key.split("/")
+    if len(parts) != 2:
+        raise UnroutableKey(key, f"expected exactly one '/' ({KEY_LAYOUT})")
+    client_id, file_name = parts
+    if not CLIENT_ID.match(client_id):
+        raise UnroutableKey(
+            key, f"client id {client_id!r} must match {CLIENT_ID.pattern} ({KEY_LAYOUT})"
+        )
+    match = FILE_NAME.match(file_name)
+    if not match:
+        raise UnroutableKey(key, f"file name {file_name!r} does not match {KEY_LAYOUT}")
+    entity = match["entity"]
+    if entity not in ENTITIES:
+        raise UnroutableKey(
+            key, f"unknown entity {entity!r}: expected one of {', '.join(ENTITIES)}"
+        )
+    raw_date = match["date"]
+    try:
+        business_date = date(int(raw_date[:4]), int(raw_date[4:6]), int(raw_date[6:]))
+    except ValueError:
+        raise UnroutableKey(key, f"{raw_date!r} is not a valid calendar date (YYYYMMDD)") from None
+    return Route(client_id, entity, business_date, gzip=bool(match["gz"]))

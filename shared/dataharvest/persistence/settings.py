@@ -1,0 +1,98 @@
+"""Per-client persistence settings, stored durably in config.client_settings.
+
+`header_aliases` is {entity: {alias: column}} with aliases kept normalized (trimmed, lower
+case), the same normalization header names get before matching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from dataharvest.config import DEFAULT_MAX_REJECT_RATIO
+from dataharvest.schemas import ENTITIES
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    client_id: str
+    max_reject_ratio: Decimal = Decimal(DEFAULT_MAX_REJECT_RATIO)
+    header_aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def aliases(self, entity: str) -> dict[str, str]:
+        return self.header_aliases.get(entity, {})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "max_reject_ratio": str(self.max_reject_ratio),
+            "header_aliases": self.header_aliases,
+        }
+
+
+def normalize_header(name: str) -> str:
+    """Header names match case-insensitively after trimming (contract section 2)."""
+    return name.strip().lower()
+
+
+def get_settings(conn: psycopg.Connection, client_id: str) -> ClientSettings:
+    row = conn.execute(
+        "SELECT max_reject_ratio, header_aliases FROM config.client_settings WHERE client_id = %s",
+        (client_id,),
+    ).fetchone()
+    if row is None:
+        return ClientSettings(client_id)
+    return ClientSettings(client_id, max_reject_ratio=row[0], header_aliases=row[1])
+
+
+def set_alias(
+    conn: psycopg.Connection, client_id: str, entity: str, alias: str, column: str
+) -> None:
+    """Make header `alias` mean `column` in this client's `entity` files."""
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}: expected one of {', '.join(ENTITIES)}")
+    if column not in ENTITIES[entity].column_names:
+        raise ValueError(
+            f"{entity} has no column {column!r}: expected one of "
+            f"{', '.join(ENTITIES[entity].column_names)}"
+        )
+    alias = normalize_header(alias)
+    if not alias:
+        raise ValueError("the alias is empty")
+    if alias in ENTITIES[entity].column_names:
+        raise ValueError(f"{alias!r} is already a column of {entity}; it cannot be an alias")
+    conn.execute(
+        """
+        INSERT INTO config.client_settings AS s (client_id, header_aliases)
+        VALUES (%(client)s, jsonb_build_object(%(entity)s::text, %(pair)s::jsonb))
+        ON CONFLICT (client_id) DO UPDATE SET
+            header_aliases = jsonb_set(
+                s.header_aliases, ARRAY[%(entity)s::text],
+                coalesce(s.header_aliases -> %(entity)s::text, '{}'::jsonb) || %(pair)s::jsonb),
+            updated_at = now()
+        """,
+        {"client": client_id, "entity": entity, "pair": Jsonb({alias: column})},
+    )
+
+
+def set_max_reject_ratio(conn: psycopg.Connection, client_id: str, ratio: str) -> Decimal:
+    """Set the share of rejected rows above which a file is rejected whole."""
+    try:
+        value = Decimal(ratio)
+    except InvalidOperation:
+        raise ValueError(f"{ratio!r} is not a number (e.g. 0.10)") from None
+    if not Decimal(0) <= value <= Decimal(1):
+        raise ValueError(f"max_reject_ratio must be between 0 and 1, got {ratio}")
+    conn.execute(
+        """
+        INSERT INTO config.client_settings (client_id, max_reject_ratio) VALUES (%s, %s)
+        ON CONFLICT (client_id) DO UPDATE SET
+            max_reject_ratio = excluded.max_reject_ratio, updated_at = now()
+        """,
+        (client_id, value),
+    )
+    return value

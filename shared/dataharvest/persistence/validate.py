@@ -1,0 +1,238 @@
+"""The contract's row rules as set-based SQL over pg_temp.staging.
+
+Each column's checks form one CASE in rule order: the first broken rule of a column is its
+rejection reason, so a row that breaks rules in several columns gets one record per column.
+The same CASEs, as booleans, select the rows that load; values are cast only where the
+patterns have already proven the cast safe.
+
+Everything here is built from the schema table and field indexes, never from file content;
+file values reach SQL only as staged data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from dataharvest.persistence.header import HeaderMap
+from dataharvest.persistence.staging import STAGING, field
+from dataharvest.schemas import CURRENCY_PATTERN, DECIMAL_PATTERN, INTEGER_PATTERN, Column, Entity
+
+REJECTS = sql.Identifier("pg_temp", "rejects")
+# Values are trimmed of surrounding white space (contract section 2); an empty value is missing.
+WHITE_SPACE = sql.SQL("E' \\t\\r\\n'")
+REASON_VALUE_CHARS = 60
+LINE = sql.SQL("coalesce(s.line, s.ordinal + 1)")
+
+
+@dataclass(frozen=True)
+class Rule:
+    broken: sql.Composable  # true when the value breaks the rule (never NULL where it matters)
+    reason: sql.Composable  # text
+
+
+def value(header: HeaderMap, column: Column) -> sql.Composable:
+    """The trimmed value of a column in staging row `s`, NULL when missing."""
+    if column.name not in header.columns:
+        return sql.SQL("NULL::text")
+    return sql.SQL("NULLIF(btrim(s.{}, {}), '')").format(
+        field(header.columns[column.name]), WHITE_SPACE
+    )
+
+
+def _reason(column: Column, template: str, v: sql.Composable | None = None) -> sql.Composable:
+    text = f"{column.name}: {template}"
+    if v is None:
+        return sql.Literal(text)
+    quoted = sql.SQL("'''' || left({}, {}) || ''''").format(v, sql.Literal(REASON_VALUE_CHARS))
+    before, after = text.split("{value}")
+    return sql.SQL("{} || {} || {}").format(sql.Literal(before), quoted, sql.Literal(after))
+
+
+def rules(column: Column, v: sql.Composable) -> list[Rule]:
+    """The checks of one column, in the order they are reported."""
+    checks: list[Rule] = []
+    if column.required:
+        checks.append(Rule(sql.SQL("{} IS NULL").format(v), _reason(column, "missing value")))
+    if column.type == "integer":
+        checks.append(
+            Rule(
+                sql.SQL("{} !~ {}").format(v, sql.Literal(INTEGER_PATTERN)),
+                _reason(column, "{value} is not an integer (digits, optional sign)", v),
+            )
+        )
+        checks.append(
+            Rule(
+                sql.SQL("NOT pg_input_is_valid({}, 'bigint')").format(v),
+                _reason(column, "{value} is out of the integer range (64 bit)", v),
+            )
+        )
+    elif column.type == "decimal":
+        checks.append(
+            Rule(
+                sql.SQL("{} ~ '^[+-]?[0-9]+,[0-9]+$'").format(v),
+                _reason(column, "{value} is not a decimal (use '.' as the separator)", v),
+            )
+        )
+        checks.append(
+            Rule(
+                sql.SQL("{} !~ {}").format(v, sql.Literal(DECIMAL_PATTERN)),
+                _reason(
+                    column,
+                    "{value} is not a decimal (digits with an optional '.' fraction; "
+                    "no exponent, no thousands separator)",
+                    v,
+                ),
+            )
+        )
+    if column.non_negative:
+        checks.append(
+            Rule(
+                sql.SQL("{}::numeric < 0").format(v),
+                _reason(column, "{value} is negative (must be >= 0)", v),
+            )
+        )
+    if column.currency:
+        checks.append(
+            Rule(
+                sql.SQL("{} !~ {}").format(v, sql.Literal(CURRENCY_PATTERN)),
+                _reason(column, "{value} is not a currency code (3 upper-case letters)", v),
+            )
+        )
+    return checks
+
+
+def _case(checks: list[Rule], pick: str) -> sql.Composable:
+    whens = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(
+            check.broken, sql.SQL("true") if pick == "broken" else check.reason
+        )
+        for check in checks
+    )
+    otherwise = sql.SQL("false") if pick == "broken" else sql.SQL("NULL::text")
+    return sql.SQL("CASE {} ELSE {} END").format(whens, otherwise)
+
+
+def row_ok(entity: Entity, header: HeaderMap) -> sql.Composable:
+    """True for a staged row that breaks no rule (duplicates aside)."""
+    broken = [
+        _case(rules(c, value(header, c)), "broken")
+        for c in entity.columns
+        if rules(c, value(header, c))
+    ]
+    return sql.SQL("s.malformed IS NULL AND NOT ({})").format(sql.SQL(" OR ").join(broken))
+
+
+def create_rejects() -> sql.Composable:
+    return sql.SQL(
+        "CREATE TEMP TABLE {} (ordinal bigint, line integer, column_name text, value text, "
+        "reason text NOT NULL) ON COMMIT DROP"
+    ).format(REJECTS)
+
+
+def insert_rule_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:
+    """Rejections of malformed records and of broken rules, one per (row, column)."""
+    per_column = sql.SQL(", ").join(
+        sql.SQL("({}, s.{}, {})").format(
+            sql.Literal(c.name),
+            field(header.columns[c.name]) if c.name in header.columns else sql.SQL("NULL"),
+            _case(rules(c, value(header, c)), "reason"),
+        )
+        for c in entity.columns
+        if rules(c, value(header, c))
+    )
+    return sql.SQL(
+        "INSERT INTO {rejects} (ordinal, line, column_name, value, reason) "
+        "SELECT s.ordinal, {line}, NULL, s.malformed_value, s.malformed "
+        "FROM {staging} s WHERE s.malformed IS NOT NULL "
+        "UNION ALL "
+        "SELECT s.ordinal, {line}, r.column_name, r.value, r.reason "
+        "FROM {staging} s "
+        "CROSS JOIN LATERAL (VALUES {per_column}) AS r(column_name, value, reason) "
+        "WHERE s.malformed IS NULL AND NOT ({ok}) AND r.reason IS NOT NULL"
+    ).format(
+        rejects=REJECTS,
+        line=LINE,
+        staging=STAGING,
+        per_column=per_column,
+        ok=row_ok(entity, header),
+    )
+
+
+def _typed(header: HeaderMap, column: Column) -> sql.Composable:
+    v = value(header, column)
+    if column.type == "integer":
+        return sql.SQL("{}::bigint").format(v)
+    if column.type == "decimal":
+        return sql.SQL("{}::numeric").format(v)
+    return sql.SQL("upper({})").format(v) if column.upper else v
+
+
+def unique_key(entity: Entity, header: HeaderMap) -> sql.Composable:
+    """The within-file key as it is stored (so '007' and '7' are the same account)."""
+    return _typed(header, entity.unique_column)
+
+
+def insert_raw(
+    entity: Entity, header: HeaderMap, lineage: dict[str, object], dedupe: bool
+) -> sql.Composable:
+    """INSERT ... SELECT of the good rows into raw.<entity>, with lineage.
+
+    Without `dedupe` the table's primary key turns a duplicate into a UniqueViolation (the
+    caller then retries with `dedupe`); that keeps the common case free of a sort.
+    """
+    names = [sql.Identifier(c.name) for c in entity.columns]
+    typed = [_typed(header, c) for c in entity.columns]
+    target_columns = sql.SQL(", ").join(
+        [sql.Identifier(n) for n in ("client_id", "business_date", "source_key", "source_version")]
+        + [sql.Identifier("line_number"), *names]
+    )
+    selected = sql.SQL(", ").join(
+        [sql.Literal(lineage[n]) for n in ("client_id", "business_date", "source_key")]
+        + [sql.Literal(lineage["source_version"]), LINE, *typed]
+    )
+    distinct = (
+        sql.SQL("DISTINCT ON ({}) ").format(unique_key(entity, header)) if dedupe else sql.SQL("")
+    )
+    order = (
+        sql.SQL(" ORDER BY {}, s.ordinal").format(unique_key(entity, header))
+        if dedupe
+        else sql.SQL("")
+    )
+    return sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} s WHERE {}{}").format(
+        sql.Identifier("raw", entity.name),
+        target_columns,
+        distinct,
+        selected,
+        STAGING,
+        row_ok(entity, header),
+        order,
+    )
+
+
+def insert_duplicate_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:
+    """Every good row whose key an earlier good row already has: rejected as a duplicate."""
+    column = entity.unique_column
+    key = unique_key(entity, header)
+    reason = sql.SQL("{} || first_line || {}").format(
+        sql.Literal(f"{column.name}: duplicate of line "),
+        sql.Literal(" (the first row with this key is kept)"),
+    )
+    return sql.SQL(
+        "INSERT INTO {rejects} (ordinal, line, column_name, value, reason) "
+        "SELECT ordinal, line, {name}, value, {reason} FROM ("
+        " SELECT s.ordinal, {line} AS line, s.{field} AS value,"
+        "  first_value({line}) OVER w AS first_line, row_number() OVER w AS n"
+        " FROM {staging} s WHERE {ok} WINDOW w AS (PARTITION BY {key} ORDER BY s.ordinal)"
+        ") d WHERE n > 1"
+    ).format(
+        rejects=REJECTS,
+        name=sql.Literal(column.name),
+        reason=reason,
+        line=LINE,
+        field=field(header.columns[column.name]),
+        staging=STAGING,
+        ok=row_ok(entity, header),
+        key=key,
+    )

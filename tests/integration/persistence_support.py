@@ -1,0 +1,136 @@
+"""Small factories and readers for the persistence tests: upload files, read back exactly
+what persistence stored (raw rows, rejections, loads, the metastore item)."""
+
+from __future__ import annotations
+
+import gzip as gzip_module
+import json
+import os
+from datetime import date
+from typing import Any
+
+import boto3
+import psycopg
+
+from dataharvest import metastore
+
+DATE = "20240102"
+BUSINESS_DATE = date(2024, 1, 2)
+
+# Column lists of the raw tables as the tests read them back (lineage first).
+RAW_COLUMNS = {
+    "clients": "first_name, last_name, client_reference, tax_free_allowance",
+    "portfolios": "account_number, portfolio_reference, client_reference, agent_code",
+    "accounts": "account_number, cash_balance, currency, taxes_paid",
+    "transactions": "account_number, transaction_reference, amount, keyword",
+}
+
+
+def bucket() -> str:
+    return os.environ["LANDING_BUCKET"]
+
+
+def s3():
+    return boto3.client("s3")
+
+
+def key(client_id: str, entity: str, day: str = DATE, suffix: str = ".csv") -> str:
+    return f"{client_id}/{entity}_{day}{suffix}"
+
+
+def put(object_key: str, body: str | bytes, gzip: bool = False) -> str:
+    """Upload an object; returns its S3 version id."""
+    data = body.encode() if isinstance(body, str) else body
+    if gzip:
+        data = gzip_module.compress(data)
+    return s3().put_object(Bucket=bucket(), Key=object_key, Body=data)["VersionId"]
+
+
+def delete(object_key: str) -> None:
+    s3().delete_object(Bucket=bucket(), Key=object_key)
+
+
+def raw_rows(db: psycopg.Connection, entity: str, client_id: str) -> list[tuple]:
+    """(line_number, record_id, <entity columns>) of the client's rows, by line."""
+    return db.execute(
+        f"SELECT line_number, record_id, {RAW_COLUMNS[entity]} FROM raw.{entity} "
+        "WHERE client_id = %s ORDER BY line_number",
+        (client_id,),
+    ).fetchall()
+
+
+def lineage(db: psycopg.Connection, entity: str, client_id: str) -> set[tuple]:
+    return set(
+        db.execute(
+            f"SELECT business_date, source_key, source_version FROM raw.{entity} "
+            "WHERE client_id = %s",
+            (client_id,),
+        ).fetchall()
+    )
+
+
+def rejections(db: psycopg.Connection, client_id: str) -> list[tuple]:
+    """(entity, line_number, column_name, value, reason), in order."""
+    return db.execute(
+        "SELECT entity, line_number, column_name, value, reason FROM audit.rejections "
+        "WHERE client_id = %s ORDER BY entity, line_number NULLS FIRST, rejection_id",
+        (client_id,),
+    ).fetchall()
+
+
+def loads(db: psycopg.Connection, client_id: str) -> list[dict[str, Any]]:
+    with db.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT load_id, entity, source_key, source_version, status, rows_total, "
+            "rows_loaded, rows_rejected, reason, ignored_columns, is_current "
+            "FROM audit.file_loads WHERE client_id = %s ORDER BY load_id",
+            (client_id,),
+        ).fetchall()
+
+
+def item(client_id: str, day: str = DATE) -> dict[str, Any]:
+    return metastore.plain(metastore.get_item(client_id, day))
+
+
+def input_state(client_id: str, prefix: str, day: str = DATE) -> dict[str, Any]:
+    """The item's attributes of one input, without the prefix and the timestamp."""
+    return {
+        name.removeprefix(f"{prefix}_"): value
+        for name, value in item(client_id, day).items()
+        if name.startswith(f"{prefix}_") and name != f"{prefix}_updated_at"
+    }
+
+
+def s3_event(object_key: str, event_name: str, version_id: str | None = None) -> str:
+    """An S3 event notification body as S3 sends it to SQS (the key URL-encoded)."""
+    from urllib.parse import quote_plus
+
+    obj: dict[str, Any] = {"key": quote_plus(object_key), "size": 1, "sequencer": "0"}
+    if version_id:
+        obj["versionId"] = version_id
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventVersion": "2.1",
+                    "eventSource": "aws:s3",
+                    "awsRegion": os.environ.get("AWS_REGION", "eu-west-1"),
+                    "eventTime": "2026-11-25T10:00:00.000Z",
+                    "eventName": event_name,
+                    "s3": {
+                        "s3SchemaVersion": "1.0",
+                        "configurationId": "persistence",
+                        "bucket": {"name": bucket(), "arn": f"arn:aws:s3:::{bucket()}"},
+                        "object": obj,
+                    },
+                }
+            ]
+        }
+    )
+
+
+def send_event(stack_info, body: str) -> None:
+    """Deliver an event straight to the persistence queue (a redelivery, or a late event)."""
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=stack_info.export("PersistenceQueueName"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=body)
