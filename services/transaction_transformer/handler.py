@@ -1,0 +1,6 @@
+"""transaction_transformer Lambda: its work queue -> the shared transformer runtime."""
+
+from dataharvest.transformers.runtime import make_handler
+from dataharvest.transformers.transactions import TRANSFORMER
+
+handler = make_handler(TRANSFORMER)

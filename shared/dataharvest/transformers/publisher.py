@@ -1,0 +1,238 @@
+"""partner_publisher: the partner messages of a client and date (contract §3), recorded in
+etl.partner_messages and, after commit, sent to the FIFO result queue.
+
+When it runs: its filter is `tax_transformer_done` (clients, portfolios and accounts are
+persisted and linked, so the client summary exists) and it watches every input version and
+every upstream transformer version. A run publishes only when the choreography upstream has
+*settled* for the item it reads: each upstream transformer whose filter matches is done on the
+current versions of its inputs, and each whose filter does not match is not done (retracted).
+Otherwise the run is discarded as stale (runtime.StaleWork) and the upstream transformer still
+working publishes the next change, which triggers the run that counts. So once the
+choreography is quiet the message set is complete and correct; with the transactions file
+absent, rejected or deleted it holds the client messages and the error messages only.
+
+Messages: one `portfolio_message` per etl.portfolio_summary row, one `client_message` per
+etl.client_tax_summary row, one `error_message` per rejection and per data-quality issue.
+Decimals are strings holding the exact NUMERIC value. MessageGroupId is the client id; the
+deduplication id is a digest of (type, client, date, key, content digest, revision), where the
+revision counts changes of that key's content (etl.partner_message_revisions): an identical
+re-send keeps its id and is swallowed by FIFO deduplication, a corrected message is not.
+
+RETRACT deletes the client's rows for the date and publishes nothing: the contract has no
+retraction message, and messages already on the queue cannot be recalled.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import boto3
+import psycopg
+
+from dataharvest import metastore, registry
+from dataharvest.catapult.decide import watched_versions
+from dataharvest.catapult.dispatch import item_as_record
+from dataharvest.config import settings
+from dataharvest.transformers.runtime import (
+    StaleWork,
+    Transformer,
+    business_date_of,
+    output_version,
+)
+from dataharvest.work import WorkMessage
+
+NAME = "partner_publisher"
+# The transformers whose outputs the messages read, upstream of this one.
+UPSTREAM = (
+    "relationship_transformer",
+    "tax_transformer",
+    "sum_deposit_transformer",
+    "transaction_transformer",
+)
+SQS_BATCH = 10
+
+# The deduplication id of revision `revision` of a message; `m` is the row being revised.
+_DEDUP = """encode(sha256(convert_to(concat_ws(E'\\x1f', {m}.message_type, {m}.client_id,
+    {m}.business_date::text, {m}.message_key, {m}.body_sha256, ({rev})::text), 'UTF8')), 'hex')"""
+
+MESSAGES = f"""
+WITH error_bodies AS (
+    SELECT jsonb_build_object(
+               'client_reference',
+                   CASE WHEN r.column_name = 'client_reference' THEN r.value END,
+               'portfolio_reference',
+                   CASE WHEN r.column_name = 'portfolio_reference' THEN r.value END,
+               'account_number', CASE WHEN r.column_name = 'account_number' THEN r.value END,
+               'message',
+                   CASE WHEN r.line_number IS NULL
+                        THEN format('%%s: %%s', regexp_replace(r.source_key, '^.*/', ''),
+                                    r.reason)
+                        ELSE format('%%s line %%s: %%s', regexp_replace(r.source_key, '^.*/', ''),
+                                    r.line_number, r.reason)
+                   END) AS body
+    FROM audit.rejections r
+    WHERE r.client_id = %(client_id)s AND r.business_date = %(business_date)s
+    UNION
+    SELECT jsonb_build_object(
+               'client_reference', p.client_reference,
+               'portfolio_reference', p.portfolio_reference,
+               'account_number', coalesce(p.account_number, t.account_number)::text,
+               'message', format('%%s %%s: %%s', i.issue, i.reference, i.detail))
+    FROM audit.data_quality_issues i
+    LEFT JOIN raw.portfolios p
+      ON i.entity = 'portfolios' AND p.client_id = i.client_id
+     AND p.business_date = i.business_date AND p.portfolio_reference = i.reference
+    LEFT JOIN raw.transactions t
+      ON i.entity = 'transactions' AND t.client_id = i.client_id
+     AND t.business_date = i.business_date AND t.transaction_reference = i.reference
+    WHERE i.client_id = %(client_id)s AND i.business_date = %(business_date)s
+),
+messages AS (
+    SELECT 'portfolio_message' AS message_type, s.portfolio_reference AS message_key,
+           jsonb_build_object(
+               'portfolio_reference', s.portfolio_reference,
+               'cash_balance', s.cash_balance::text,
+               'number_of_transactions', s.number_of_transactions,
+               'sum_of_deposits', s.sum_of_deposits::text) AS body
+    FROM etl.portfolio_summary s
+    WHERE s.client_id = %(client_id)s AND s.business_date = %(business_date)s
+    UNION ALL
+    SELECT 'client_message', c.client_reference,
+           jsonb_build_object(
+               'client_reference', c.client_reference,
+               'tax_free_allowance', c.tax_free_allowance::text,
+               'taxes_paid', c.taxes_paid::text)
+    FROM etl.client_tax_summary c
+    WHERE c.client_id = %(client_id)s AND c.business_date = %(business_date)s
+    UNION ALL
+    -- An error message is identified by its content: its key is the digest of its body.
+    SELECT 'error_message', encode(sha256(convert_to(e.body::text, 'UTF8')), 'hex'), e.body
+    FROM error_bodies e
+),
+hashed AS (
+    SELECT %(client_id)s::text AS client_id, %(business_date)s::date AS business_date,
+           m.message_type, m.message_key, m.body,
+           encode(sha256(convert_to(m.body::text, 'UTF8')), 'hex') AS body_sha256
+    FROM messages m
+),
+revised AS (
+    INSERT INTO etl.partner_message_revisions AS r
+        (client_id, business_date, message_type, message_key, revision, body_sha256,
+         deduplication_id)
+    SELECT h.client_id, h.business_date, h.message_type, h.message_key, 1, h.body_sha256,
+           {_DEDUP.format(m="h", rev="1")}
+    FROM hashed h
+    ON CONFLICT (client_id, business_date, message_type, message_key) DO UPDATE
+       SET revision = r.revision + 1,
+           body_sha256 = excluded.body_sha256,
+           deduplication_id = {_DEDUP.format(m="excluded", rev="r.revision + 1")}
+       WHERE r.body_sha256 <> excluded.body_sha256
+    RETURNING r.message_type, r.message_key, r.deduplication_id
+)
+INSERT INTO etl.partner_messages (client_id, business_date, message_type, message_group_id,
+                                  deduplication_id, body)
+SELECT h.client_id, h.business_date, h.message_type, h.client_id,
+       coalesce(v.deduplication_id, r.deduplication_id), h.body
+FROM hashed h
+LEFT JOIN revised v USING (message_type, message_key)
+-- Keys whose content is unchanged are not in `revised`; the statement's snapshot still shows
+-- their current revision here.
+LEFT JOIN etl.partner_message_revisions r
+  ON r.client_id = h.client_id AND r.business_date = h.business_date
+ AND r.message_type = h.message_type AND r.message_key = h.message_key
+"""
+
+UNPUBLISHED = """
+SELECT message_type, message_group_id, deduplication_id, body::text
+FROM etl.partner_messages
+WHERE client_id = %s AND business_date = %s AND published_at IS NULL
+ORDER BY message_type, deduplication_id
+FOR UPDATE
+"""
+
+_registry = registry.RegistryCache()
+
+
+class PublishError(RuntimeError):
+    """The result queue refused messages; the work message is retried."""
+
+
+def upstream_settled(item: dict[str, Any], entries: list[registry.TransformerEntry]) -> bool:
+    """Whether every upstream transformer has caught up with the item: done on the current
+    versions of its inputs where its filter matches, not done where it does not."""
+    record = item_as_record(item)
+    for entry in entries:
+        if entry.name not in UPSTREAM or not entry.enabled:
+            continue
+        done = item.get(f"{entry.name}_done") is True
+        if entry.matches_image(record):
+            expected = output_version(watched_versions(entry, item))
+            if not done or item.get(f"{entry.name}_version") != expected:
+                return False
+        elif done:
+            return False
+    return True
+
+
+def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
+    item = metastore.get_item(client_id, business_date.strftime("%Y%m%d"))
+    if not upstream_settled(item, _registry.current()):
+        # An upstream transformer is still recomputing: its flag update triggers the next run.
+        raise StaleWork
+    params = {"client_id": client_id, "business_date": business_date}
+    return conn.execute(MESSAGES, params).rowcount
+
+
+def send(conn: psycopg.Connection, message: WorkMessage) -> None:
+    """Send the messages of this client and date not yet on the result queue, in order.
+
+    Idempotent: rows are marked published in the transaction that sent them, and a re-send
+    after a crash before that commit carries the same deduplication ids.
+    """
+    queue_url = settings().result_queue_url
+    if not queue_url:
+        raise PublishError("RESULT_QUEUE_URL is not set: no result queue to publish to")
+    sqs = boto3.client("sqs")
+    day = business_date_of(message)
+    attributes = {
+        "client_id": {"DataType": "String", "StringValue": message.client_id},
+        "business_date": {"DataType": "String", "StringValue": message.business_date},
+    }
+    with conn.transaction():
+        # FOR UPDATE: a concurrent run replacing these rows waits until they are sent.
+        rows = conn.execute(UNPUBLISHED, (message.client_id, day)).fetchall()
+        for start in range(0, len(rows), SQS_BATCH):
+            batch = rows[start : start + SQS_BATCH]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": body,
+                    "MessageGroupId": group,
+                    "MessageDeduplicationId": dedup,
+                    "MessageAttributes": {
+                        **attributes,
+                        "message_type": {"DataType": "String", "StringValue": message_type},
+                    },
+                }
+                for i, (message_type, group, dedup, body) in enumerate(batch)
+            ]
+            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            if response.get("Failed"):
+                raise PublishError(
+                    f"result queue refused {len(response['Failed'])} message(s) of "
+                    f"{message.client_id} {message.business_date}: {response['Failed'][0]}"
+                )
+        conn.execute(
+            "UPDATE etl.partner_messages SET published_at = now() "
+            "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
+            (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
+        )
+
+
+TRANSFORMER = Transformer(
+    name=NAME,
+    output_tables=("etl.partner_messages",),
+    apply=apply,
+    after_commit=send,
+)
