@@ -36,7 +36,8 @@ class Transformer:
     # Writes the output for one client and date (its old output is already deleted); returns
     # the number of rows written. Runs inside the run's transaction.
     apply: Callable[[psycopg.Connection, str, date], int]
-    # Optional effect after commit (the partner publisher sends its messages here).
+    # Optional effect after commit (the partner publisher sends its messages here); it also
+    # runs when a redelivered message finds its run committed, so it must be idempotent.
     after_commit: Callable[[psycopg.Connection, WorkMessage], None] | None = None
     # Whether it writes audit.data_quality_issues (cleared with its output).
     writes_quality_issues: bool = False
@@ -109,12 +110,13 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
     except Exception as error:
         _record_failure(conn, transformer, message, started_at, started, error)
         raise
-    if rows is None:
-        _publish_flag(transformer, message, started_at)
-        return RunResult("duplicate")
     if transformer.after_commit and message.action == "APPLY":
+        # Also for a redelivered message whose run already committed: a crash (or a failed
+        # send) between commit and this call must not lose the effect, so it is idempotent.
         transformer.after_commit(conn, message)
     _publish_flag(transformer, message, started_at)
+    if rows is None:
+        return RunResult("duplicate")
     return RunResult("succeeded", rows)
 
 
