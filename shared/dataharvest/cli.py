@@ -17,6 +17,8 @@ from rich.table import Table
 from dataharvest.config import load_settings
 from dataharvest.metastore import INPUT_PREFIX, plain
 
+# The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
+EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
 FILE_NAME = re.compile(r"^(clients|portfolios|accounts|transactions)_(\d{8})\.csv(\.gz)?$")
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -110,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         s3.upload_file(str(path), bucket, f"{args.client}/{path.name}")
         console.print(f"uploaded {path} -> s3://{bucket}/{args.client}/{path.name}")
     _wait_quiet(info, f"{len(files)} file(s)")
-    return print_status(args.client, None, args.json)
+    print_status(args.client, None, args.json)
+    return print_outputs(args.client, args.json)
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -197,6 +200,41 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
     return 0
 
 
+# -- exports -------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from dataharvest import db, exports
+    from dataharvest.local import client
+
+    client.ensure_stack(home())
+    day = datetime.strptime(_yyyymmdd(args.date), "%Y%m%d").date()
+    with db.connect() as conn:
+        records = exports.rows(conn, args.table, args.client, day)
+    if args.format == "json":
+        print(exports.to_json(args.table, records))
+    else:
+        sys.stdout.write(exports.to_csv(args.table, records))
+    return 0
+
+
+def print_outputs(client_id: str, as_json: bool) -> int:
+    """Rows per output per business date of a client (stderr with --json: stdout stays JSON)."""
+    from dataharvest import db, exports
+
+    with db.connect() as conn:
+        counts = exports.output_counts(conn, client_id)
+    table = Table(title=f"outputs of {client_id}")
+    for column in ("date", *EXPORT_TABLES):
+        table.add_column(column, justify="right")
+    for row in counts:
+        table.add_row(*(str(value) for value in row.values()))
+    (console if as_json else out).print(table)
+    return 0
+
+
 # -- transformer registry --------------------------------------------------------------------
 
 
@@ -274,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--date")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    export = sub.add_parser("export", help="print an output of a client and date (csv or json)")
+    export.add_argument(
+        "table", choices=EXPORT_TABLES, metavar="TABLE", help=", ".join(EXPORT_TABLES)
+    )
+    export.add_argument("--client", required=True)
+    export.add_argument("--date", required=True, help="YYYY-MM-DD or YYYYMMDD")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.set_defaults(func=cmd_export)
 
     transformers = sub.add_parser("transformers", help="edit the transformer registry")
     tsub = transformers.add_subparsers(dest="action", required=True)

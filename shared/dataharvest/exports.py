@@ -1,0 +1,128 @@
+"""export: the outputs of one client and business date as the contract names them (§3, §4).
+
+Each export is one SQL query whose column aliases are the contract's column names. Decimals
+leave PostgreSQL as text, so CSV and JSON carry the exact NUMERIC value ("5000.00"), never a
+float.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class Export:
+    columns: tuple[str, ...]
+    query: str
+
+
+WHERE = "client_id = %(client_id)s AND business_date = %(business_date)s"
+
+EXPORTS: dict[str, Export] = {
+    "portfolio-summary": Export(
+        (
+            "portfolio_reference",
+            "client_reference",
+            "account_number",
+            "cash_balance",
+            "number_of_transactions",
+            "sum_of_deposits",
+        ),
+        f"""SELECT portfolio_reference, client_reference, account_number,
+                   cash_balance::text, number_of_transactions, sum_of_deposits::text
+            FROM etl.portfolio_summary WHERE {WHERE}
+            ORDER BY portfolio_reference""",
+    ),
+    "client-tax": Export(
+        ("client_reference", "tax_free_allowance", "taxes_paid"),
+        f"""SELECT client_reference, tax_free_allowance::text, taxes_paid::text
+            FROM etl.client_tax_summary WHERE {WHERE}
+            ORDER BY client_reference""",
+    ),
+    "rejections": Export(
+        (
+            "entity",
+            "source_key",
+            "source_version",
+            "line_number",
+            "column_name",
+            "value",
+            "reason",
+        ),
+        f"""SELECT entity, source_key, source_version, line_number, column_name, value, reason
+            FROM audit.rejections WHERE {WHERE}
+            ORDER BY entity, line_number NULLS FIRST, column_name NULLS FIRST, rejection_id""",
+    ),
+    "quality-issues": Export(
+        ("issue", "entity", "reference", "detail"),
+        f"""SELECT issue, entity, reference, detail
+            FROM audit.data_quality_issues WHERE {WHERE}
+            ORDER BY issue, entity, reference, detail""",
+    ),
+    "messages": Export(
+        ("message_type", "message_group_id", "deduplication_id", "body"),
+        f"""SELECT message_type, message_group_id, deduplication_id, body::text
+            FROM etl.partner_messages WHERE {WHERE}
+            ORDER BY message_type, body::text""",
+    ),
+}
+
+
+def rows(
+    conn: psycopg.Connection, table: str, client_id: str, business_date: date
+) -> list[dict[str, Any]]:
+    """The export `table` of one client and date as dicts keyed by the contract's columns.
+
+    Decimals are exact strings; `body` of a message is its JSON text.
+    """
+    export = EXPORTS[table]
+    params = {"client_id": client_id, "business_date": business_date}
+    return [
+        dict(zip(export.columns, row, strict=True))
+        for row in conn.execute(export.query, params).fetchall()
+    ]
+
+
+def to_csv(table: str, records: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORTS[table].columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def to_json(table: str, records: list[dict[str, Any]]) -> str:
+    """An array of objects; a message's body is embedded as the JSON object it is."""
+    if table == "messages":
+        records = [{**r, "body": json.loads(r["body"])} for r in records]
+    return json.dumps(records, indent=2, ensure_ascii=False)
+
+
+def output_counts(conn: psycopg.Connection, client_id: str) -> list[dict[str, Any]]:
+    """Rows per export per business date of a client: the summary `dataharvest run` ends with."""
+    query = """
+    SELECT to_char(d.business_date, 'YYYYMMDD') AS business_date,
+        (SELECT count(*) FROM etl.portfolio_summary s
+         WHERE s.client_id = %(c)s AND s.business_date = d.business_date) AS portfolio_summary,
+        (SELECT count(*) FROM etl.client_tax_summary t
+         WHERE t.client_id = %(c)s AND t.business_date = d.business_date) AS client_tax,
+        (SELECT count(*) FROM audit.rejections r
+         WHERE r.client_id = %(c)s AND r.business_date = d.business_date) AS rejections,
+        (SELECT count(*) FROM audit.data_quality_issues q
+         WHERE q.client_id = %(c)s AND q.business_date = d.business_date) AS quality_issues,
+        (SELECT count(*) FROM etl.partner_messages m
+         WHERE m.client_id = %(c)s AND m.business_date = d.business_date) AS messages
+    FROM (SELECT DISTINCT business_date FROM audit.file_loads
+          WHERE client_id = %(c)s AND business_date IS NOT NULL) d
+    ORDER BY d.business_date
+    """
+    cursor = conn.execute(query, {"c": client_id})
+    names = [column.name for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
