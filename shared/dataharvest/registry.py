@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class TransformerEntry:
         return {
             metastore.PARTITION_KEY: metastore.REGISTRY_PARTITION,
             metastore.SORT_KEY: self.name,
-            "filter_pattern": json.dumps(self.filter_pattern, sort_keys=True),
+            "filter_pattern": self.pattern_text,
             "target": self.target,
             "enabled": self.enabled,
             "watch": list(self.watch),
@@ -61,8 +62,13 @@ class TransformerEntry:
             description=item.get("description", ""),
         )
 
+    @cached_property
+    def pattern_text(self) -> str:
+        # The JSON text form is parsed and validated once (filters caches it per string).
+        return json.dumps(self.filter_pattern, sort_keys=True)
+
     def matches_image(self, image_record: dict[str, Any]) -> bool:
-        return filters.matches(self.filter_pattern, image_record)
+        return filters.matches(self.pattern_text, image_record)
 
 
 def validate(entry: TransformerEntry) -> None:

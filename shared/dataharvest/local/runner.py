@@ -295,7 +295,8 @@ class StreamMapping(Mapping):
         self.stream_arn = stream_arn
         self.batch_size = batch_size
         self.starting_position = starting_position
-        self.filter_patterns = filter_patterns
+        # As Lambda stores them: JSON text, parsed and validated once.
+        self.filter_patterns = [json.dumps(p) for p in filter_patterns]
         self.max_retry_attempts = max_retry_attempts
         self.bisect = bisect
         self.report_failures = report_failures

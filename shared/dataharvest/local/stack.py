@@ -184,8 +184,13 @@ class LocalStack:
         os.environ.update(self.info.client_environment())
         config.settings.cache_clear()
         metastore.table.cache_clear()
-        for path in sorted((slsconfig.REPO_ROOT / "services").glob("*/transformer.yml")):
-            registry.register(path, self.stage)
+        services = slsconfig.REPO_ROOT / "services"
+        loaded = self.service_files if self.service_files is not None else slsconfig.service_files()
+        for path in loaded:
+            entry = path.parent / "transformer.yml"
+            # Test fixtures register themselves; only the product's services are "deployed".
+            if entry.exists() and path.is_relative_to(services):
+                registry.register(entry, self.stage)
 
     def _serve_control(self, port: int) -> None:
         stack = self
