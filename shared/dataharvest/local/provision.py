@@ -30,6 +30,8 @@ CLOUD_ONLY = {
     "AWS::RDS::DBProxy",
     "AWS::RDS::DBProxyTargetGroup",
     "AWS::EC2::SecurityGroup",
+    "AWS::EC2::SecurityGroupEgress",
+    "AWS::EC2::SecurityGroupIngress",
     "AWS::Lambda::EventSourceMapping",
 }
 # Creation order: what others point at comes first (DLQs before queues, queues before bucket).
