@@ -29,10 +29,14 @@ def entries(count: int, target: str):
     return [
         TransformerEntry(
             name=f"bench_{i}",
-            filter_pattern={"dynamodb": {"NewImage": {
-                f"bench_{i}_ready": {"BOOL": [True]},
-                "client_persisted": {"BOOL": [True]},
-            }}},
+            filter_pattern={
+                "dynamodb": {
+                    "NewImage": {
+                        f"bench_{i}_ready": {"BOOL": [True]},
+                        "client_persisted": {"BOOL": [True]},
+                    }
+                }
+            },
             target=target,
             watch=(f"bench_{i}_version",),
         )
@@ -45,12 +49,24 @@ def records(n: int, transformers: int) -> list[dict]:
     out = []
     for i in range(n):
         k = rng.randrange(transformers)
-        old = {"partition_key": {"S": f"c{i % 50}"}, "sort_key": {"S": "20240102"},
-               "client_persisted": {"BOOL": True}}
+        old = {
+            "partition_key": {"S": f"c{i % 50}"},
+            "sort_key": {"S": "20240102"},
+            "client_persisted": {"BOOL": True},
+        }
         new = {**old, f"bench_{k}_ready": {"BOOL": True}, f"bench_{k}_version": {"S": f"v{i}"}}
-        out.append({"eventID": str(i), "eventName": "MODIFY", "dynamodb": {
-            "Keys": {"partition_key": old["partition_key"], "sort_key": old["sort_key"]},
-            "OldImage": old, "NewImage": new, "SequenceNumber": str(i)}})
+        out.append(
+            {
+                "eventID": str(i),
+                "eventName": "MODIFY",
+                "dynamodb": {
+                    "Keys": {"partition_key": old["partition_key"], "sort_key": old["sort_key"]},
+                    "OldImage": old,
+                    "NewImage": new,
+                    "SequenceNumber": str(i),
+                },
+            }
+        )
     return out
 
 
@@ -70,8 +86,10 @@ def pure(n: int) -> None:
         decided = sum(len(decide(rec, registered)) for rec in recs)
         rate = n / (time.perf_counter() - started)
         assert decided == n, decided
-        print(f"  {count:>3} transformers: {rate:>10,.0f} records/s "
-              f"(baseline one filter match: {baseline:,.0f}/s, ratio {rate / baseline:.3f})")
+        print(
+            f"  {count:>3} transformers: {rate:>10,.0f} records/s "
+            f"(baseline one filter match: {baseline:,.0f}/s, ratio {rate / baseline:.3f})"
+        )
 
 
 def end_to_end(n: int) -> None:
@@ -92,7 +110,8 @@ def end_to_end(n: int) -> None:
         for count in (1, 10, 100):
             for item in registry.load_all():
                 metastore.table().delete_item(
-                    Key=metastore.item_key(metastore.REGISTRY_PARTITION, item.name))
+                    Key=metastore.item_key(metastore.REGISTRY_PARTITION, item.name)
+                )
             url = sqs.create_queue(QueueName=f"bench-sink-{count}")["QueueUrl"]
             for entry in entries(count, url):
                 registry.put(entry)
@@ -102,14 +121,22 @@ def end_to_end(n: int) -> None:
             with metastore.table().batch_writer() as batch:
                 for i in range(n):
                     k = rng.randrange(count)
-                    batch.put_item(Item={"partition_key": f"c{count}-{i}", "sort_key": "20240102",
-                                         "client_persisted": True, f"bench_{k}_ready": True,
-                                         f"bench_{k}_version": "v1"})
+                    batch.put_item(
+                        Item={
+                            "partition_key": f"c{count}-{i}",
+                            "sort_key": "20240102",
+                            "client_persisted": True,
+                            f"bench_{k}_ready": True,
+                            f"bench_{k}_version": "v1",
+                        }
+                    )
             assert stack.runner.wait_quiet(600, settle=0.2)
             elapsed = time.perf_counter() - started
-            got = int(sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]["ApproximateNumberOfMessages"])
+            got = int(
+                sqs.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
             assert got == n, (got, n)
             print(f"  {count:>3} transformers: {n / elapsed:>8,.0f} records/s end to end")
     finally:

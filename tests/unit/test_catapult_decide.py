@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataharvest.catapult.decide import decide
 from dataharvest.registry import TransformerEntry
 
@@ -88,7 +90,7 @@ def test_retract_when_the_item_is_removed():
 
 
 def test_disabled_transformers_are_skipped():
-    disabled = TransformerEntry(**{**ENTRY.__dict__, "enabled": False})
+    disabled = dataclasses.replace(ENTRY, enabled=False)
     assert actions(record(None, image(**READY), "INSERT"), [disabled]) == []
 
 
