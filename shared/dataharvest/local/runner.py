@@ -25,6 +25,10 @@ from typing import Any
 from dataharvest.filters import matches
 from dataharvest.local.provision import Provisioner, Stack
 
+# Empty sources are polled again after a wait that doubles from MIN to MAX.
+IDLE_BACKOFF_MIN_S = 0.02
+IDLE_BACKOFF_MAX_S = 0.25
+SHARD_REFRESH_S = 5.0
 # How long a stream mapping waits between retries of a failed batch (AWS backs off similarly).
 STREAM_RETRY_BACKOFF_S = 0.2
 
@@ -165,10 +169,19 @@ class Mapping(threading.Thread):
             self.activity.end(failed)
 
     def run(self) -> None:
+        # Short polls with a backoff while the source stays empty: long polls against moto's
+        # server spin its threads and cost a core with a dozen mappings idling.
+        backoff = IDLE_BACKOFF_MIN_S
         while not self.stop_event.is_set():
             try:
-                self.idle = not self.poll_once()
+                found = self.poll_once()
+                self.idle = not found
                 self.error = None
+                if found:
+                    backoff = IDLE_BACKOFF_MIN_S
+                else:
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, IDLE_BACKOFF_MAX_S)
             except Exception as error:  # a broken endpoint must not kill the mapping thread
                 self.idle = False
                 self.error = f"{type(error).__name__}: {error}"
@@ -209,13 +222,13 @@ class SqsMapping(Mapping):
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(self.batch_size, 10),
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=0,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
         messages = response.get("Messages", [])
         if not messages:
-            return not self.source_empty()  # failed messages awaiting retry: not idle yet
+            return False  # in-flight retries are checked by source_empty() when it matters
         region = self.queue_arn.split(":")[3]
         records = [
             {
@@ -303,9 +316,14 @@ class StreamMapping(Mapping):
         self.on_failure_queue_url = on_failure_queue_url
         self.function_arn = function_arn
         self.iterators: dict[str, str] = {}
+        self.shards_checked_at = 0.0
         self.delivered = 0
 
     def _shard_iterators(self) -> dict[str, str]:
+        # New shards are rare; look for them every few seconds, not on every poll.
+        if self.iterators and time.monotonic() - self.shards_checked_at < SHARD_REFRESH_S:
+            return self.iterators
+        self.shards_checked_at = time.monotonic()
         description = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
         for shard in description["Shards"]:
             if shard["ShardId"] not in self.iterators:
@@ -330,8 +348,6 @@ class StreamMapping(Mapping):
             wanted = [r for r in records if self._passes_filters(r)]
             for start in range(0, len(wanted), self.batch_size):
                 self._deliver(shard_id, wanted[start : start + self.batch_size])
-        if not busy:
-            self.stop_event.wait(0.1)
         return busy
 
     def _passes_filters(self, record: dict[str, Any]) -> bool:
@@ -542,7 +558,7 @@ class Runner:
                 "mappings": {m.name: {"idle": m.idle, "error": m.error} for m in self.mappings},
             }
 
-    def wait_quiet(self, timeout: float = 300.0, settle: float = 0.3) -> bool:
+    def wait_quiet(self, timeout: float = 300.0, settle: float = 0.6) -> bool:
         """Block until nothing is in flight and every mapping saw empty sources twice in a row."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
