@@ -21,7 +21,8 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
 FILE_NAME = re.compile(r"^(clients|portfolios|accounts|transactions)_(\d{8})\.csv(\.gz)?$")
 console = Console(stderr=True)
-out = Console(soft_wrap=True)
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def home() -> Path:
@@ -164,7 +165,7 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
     for prefix in INPUT_PREFIX.values():
         table.add_column(prefix)
     for flag in done_flags:
-        table.add_column(flag.removesuffix("_done"))
+        table.add_column(flag.removesuffix("_done").removesuffix("_transformer"))
     for item in items:
         cells = [item["partition_key"], item["sort_key"]]
         for prefix in INPUT_PREFIX.values():
@@ -246,15 +247,15 @@ def cmd_transformers(args: argparse.Namespace) -> int:
     if args.action == "list":
         entries = registry.load_all()
         if args.json:
-            print(json.dumps([{**e.__dict__, "watch": list(e.watch)} for e in entries],
-                             indent=2))
+            print(json.dumps([{**e.__dict__, "watch": list(e.watch)} for e in entries], indent=2))
             return 0
         table = Table(title="transformers")
         for column in ("name", "enabled", "owner", "watch", "target"):
             table.add_column(column)
         for e in entries:
-            table.add_row(e.name, "yes" if e.enabled else "no", e.owner, ", ".join(e.watch),
-                          e.target)
+            table.add_row(
+                e.name, "yes" if e.enabled else "no", e.owner, ", ".join(e.watch), e.target
+            )
         out.print(table)
         return 0
     if args.action == "register":
@@ -268,8 +269,9 @@ def cmd_transformers(args: argparse.Namespace) -> int:
         console.print(f"backfill: {len(sent)} client/date item(s) already match; APPLY sent")
     if args.action == "replay":
         entry = registry.get(args.target)
-        sent = catapult.replay(entry, args.client, _yyyymmdd(args.date_from),
-                               _yyyymmdd(args.date_to))
+        sent = catapult.replay(
+            entry, args.client, _yyyymmdd(args.date_from), _yyyymmdd(args.date_to)
+        )
         console.print(f"replay: APPLY sent for {len(sent)} date(s) of {args.client}")
     if args.action in ("register", "enable", "replay"):
         _wait_quiet(client.running_stack(home()), f"transformers {args.action}")
@@ -328,8 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     tlist.add_argument("--json", action="store_true")
     treg = tsub.add_parser("register", help="register a service's transformer.yml")
     treg.add_argument("target", metavar="SERVICE_DIR_OR_FILE")
-    treg.add_argument("--no-backfill", action="store_true",
-                      help="do not dispatch APPLY for items that already match")
+    treg.add_argument(
+        "--no-backfill",
+        action="store_true",
+        help="do not dispatch APPLY for items that already match",
+    )
     ten = tsub.add_parser("enable", help="enable a transformer (backfills unless told not to)")
     ten.add_argument("target", metavar="NAME")
     ten.add_argument("--no-backfill", action="store_true")

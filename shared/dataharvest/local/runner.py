@@ -12,6 +12,7 @@ responses, and the on-failure destination once retries are exhausted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -109,6 +110,12 @@ class Worker:
                     f"{self.spec.name}: {reply['errorType']}: {reply['errorMessage']}"
                 )
             return reply["result"]
+
+    def warm(self) -> None:
+        """Start the instance ahead of its first event (like provisioned concurrency)."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start()
 
     def stop(self) -> None:
         with self._lock:
@@ -539,6 +546,19 @@ class Runner:
     def start(self) -> None:
         for mapping in self.mappings:
             mapping.start()
+        # Cold starts (imports of boto3, powertools, psycopg) take seconds each; take them in
+        # the background now rather than on the first event of every function.
+        for worker in self.workers.values():
+            threading.Thread(target=self._warm, args=(worker,), daemon=True).start()
+
+    @staticmethod
+    def _warm(worker: Worker) -> None:
+        try:
+            worker.warm()
+        except InvokeError as error:
+            # Not fatal yet: the first invocation starts it again and fails its batch if it
+            # still cannot start.
+            logging.getLogger(__name__).warning("warm-up failed: %s", error)
 
     def stop(self) -> None:
         self.stop_event.set()
