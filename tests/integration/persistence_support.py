@@ -92,12 +92,14 @@ def item(client_id: str, day: str = DATE) -> dict[str, Any]:
     return metastore.plain(metastore.get_item(client_id, day))
 
 
+INPUT_ATTRIBUTES = ("persisted", "version", "seq", "rows", "rejections", "error", "ignored_columns")
+
+
 def input_state(client_id: str, prefix: str, day: str = DATE) -> dict[str, Any]:
-    """The item's attributes of one input, without the prefix and the timestamp."""
+    """The item's attributes of one input (persistence's own), without the prefix."""
+    found = item(client_id, day)
     return {
-        name.removeprefix(f"{prefix}_"): value
-        for name, value in item(client_id, day).items()
-        if name.startswith(f"{prefix}_") and name != f"{prefix}_updated_at"
+        name: found[f"{prefix}_{name}"] for name in INPUT_ATTRIBUTES if f"{prefix}_{name}" in found
     }
 
 

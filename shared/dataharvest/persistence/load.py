@@ -130,12 +130,12 @@ def _load_version(
         return _unchanged(conn, target, obj, sha256, current)
 
     conn.execute(validate.create_rejects())
-    conn.execute(validate.insert_rule_rejects(entity, header))
     delete_input_rows(conn, target)
-    loaded = _insert_rows(conn, target, obj, entity, header)
-    rejected = conn.execute(
-        sql.SQL("SELECT count(DISTINCT ordinal) FROM {}").format(validate.REJECTS)
-    ).fetchone()[0]
+    loaded, duplicates = _insert_rows(conn, target, obj, entity, header)
+    if loaded + duplicates < staged.rows:
+        # Some rows broke rules: find which and why (a clean file never pays for this scan).
+        conn.execute(validate.insert_rule_rejects(entity, header))
+    rejected = staged.rows - loaded
     ratio = settings.max_reject_ratio
     if staged.rows and Decimal(rejected) / staged.rows > ratio:
         # Over the client's threshold the file is rejected whole: nothing of it stays loaded.
@@ -217,7 +217,8 @@ def _insert_rows(
     obj: source.ObjectVersion,
     entity: Entity,
     header: HeaderMap,
-) -> int:
+) -> tuple[int, int]:
+    """Insert the good rows; returns (rows inserted, later duplicates rejected)."""
     lineage = {
         "client_id": target.client_id,
         "business_date": target.business_date,
@@ -226,12 +227,13 @@ def _insert_rows(
     }
     try:
         with conn.transaction():
-            return conn.execute(validate.insert_raw(entity, header, lineage, dedupe=False)).rowcount
+            insert = validate.insert_raw(entity, header, lineage, dedupe=False)
+            return conn.execute(insert).rowcount, 0
     except UniqueViolation:
         # Rare: the file repeats a key. Keep the first row per key, reject the later ones.
         loaded = conn.execute(validate.insert_raw(entity, header, lineage, dedupe=True)).rowcount
-        conn.execute(validate.insert_duplicate_rejects(entity, header))
-        return loaded
+        duplicates = conn.execute(validate.insert_duplicate_rejects(entity, header)).rowcount
+        return loaded, duplicates
 
 
 def _store_rejections(
@@ -259,7 +261,8 @@ def _store_rejections(
         conn.execute(
             columns
             + sql.SQL(
-                "SELECT {}, line, column_name, value, reason FROM {} ORDER BY line, ordinal"
+                "SELECT {}, line, column_name, value, reason FROM {} "
+                "ORDER BY line, ordinal, position"
             ).format(lineage, validate.REJECTS)
         )
 

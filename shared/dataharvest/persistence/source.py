@@ -79,42 +79,7 @@ class SourceStream:
 
     def chunks(self) -> Iterator[bytes]:
         """The file's bytes (decompressed, BOM removed) in bounded chunks."""
-        pieces = self._inflate(self._raw()) if self._gzip else self._raw()
-        start: bytes | None = b""  # the first bytes, held until the BOM can be recognized
-        for piece in pieces:
-            if start is not None:
-                start += piece
-                if len(start) < len(UTF8_BOM):
-                    continue
-                piece, start = start.removeprefix(UTF8_BOM), None
-            if piece:
-                yield piece
-        if start:
-            yield start.removeprefix(UTF8_BOM)
-
-    @staticmethod
-    def _inflate(raw: Iterator[bytes]) -> Iterator[bytes]:
-        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            for chunk in raw:
-                data = chunk
-                while True:
-                    out = decompressor.decompress(data, MAX_INFLATE)
-                    if out:
-                        yield out
-                    data = decompressor.unconsumed_tail
-                    if decompressor.eof and decompressor.unused_data:
-                        # Concatenated gzip members (e.g. appended files) are one stream.
-                        data = decompressor.unused_data + data
-                        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                        continue
-                    # A full output buffer may leave output pending with no input left.
-                    if not data and len(out) < MAX_INFLATE:
-                        break
-            if not decompressor.eof:
-                raise FileRejected("not a valid gzip file: the compressed stream is truncated")
-        except zlib.error as error:
-            raise FileRejected(f"not a valid gzip file: {error}") from None
+        return decode(self._raw(), self._gzip)
 
     def sha256(self) -> str:
         """The hash of the whole stored object; reads whatever was not consumed yet."""
@@ -124,6 +89,46 @@ class SourceStream:
 
     def close(self) -> None:
         self._body.close()
+
+
+def decode(raw: Iterator[bytes], gzip: bool) -> Iterator[bytes]:
+    """Stored bytes -> file bytes: inflated when gzip, without a leading UTF-8 BOM."""
+    pieces = _inflate(raw) if gzip else raw
+    start: bytes | None = b""  # the first bytes, held until the BOM can be recognized
+    for piece in pieces:
+        if start is not None:
+            start += piece
+            if len(start) < len(UTF8_BOM):
+                continue
+            piece, start = start.removeprefix(UTF8_BOM), None
+        if piece:
+            yield piece
+    if start:
+        yield start.removeprefix(UTF8_BOM)
+
+
+def _inflate(raw: Iterator[bytes]) -> Iterator[bytes]:
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        for chunk in raw:
+            data = chunk
+            while True:
+                out = decompressor.decompress(data, MAX_INFLATE)
+                if out:
+                    yield out
+                data = decompressor.unconsumed_tail
+                if decompressor.eof and decompressor.unused_data:
+                    # Concatenated gzip members (e.g. appended files) are one stream.
+                    data = decompressor.unused_data + data
+                    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                    continue
+                # A full output buffer may leave output pending with no input left.
+                if not data and len(out) < MAX_INFLATE:
+                    break
+        if not decompressor.eof:
+            raise FileRejected("not a valid gzip file: the compressed stream is truncated")
+    except zlib.error as error:
+        raise FileRejected(f"not a valid gzip file: {error}") from None
 
 
 def split_header(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:

@@ -126,30 +126,31 @@ def row_ok(entity: Entity, header: HeaderMap) -> sql.Composable:
 
 def create_rejects() -> sql.Composable:
     return sql.SQL(
-        "CREATE TEMP TABLE {} (ordinal bigint, line integer, column_name text, value text, "
-        "reason text NOT NULL) ON COMMIT DROP"
+        "CREATE TEMP TABLE {} (ordinal bigint, line integer, position integer, column_name text, "
+        "value text, reason text NOT NULL) ON COMMIT DROP"
     ).format(REJECTS)
 
 
 def insert_rule_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:
     """Rejections of malformed records and of broken rules, one per (row, column)."""
     per_column = sql.SQL(", ").join(
-        sql.SQL("({}, s.{}, {})").format(
+        sql.SQL("({}, {}, {}, {})").format(
+            sql.Literal(position),
             sql.Literal(c.name),
-            field(header.columns[c.name]) if c.name in header.columns else sql.SQL("NULL"),
+            _original(header, c),
             _case(rules(c, value(header, c)), "reason"),
         )
-        for c in entity.columns
+        for position, c in enumerate(entity.columns, start=1)
         if rules(c, value(header, c))
     )
     return sql.SQL(
-        "INSERT INTO {rejects} (ordinal, line, column_name, value, reason) "
-        "SELECT s.ordinal, {line}, NULL, s.malformed_value, s.malformed "
+        "INSERT INTO {rejects} (ordinal, line, position, column_name, value, reason) "
+        "SELECT s.ordinal, {line}, 0, NULL, s.malformed_value, s.malformed "
         "FROM {staging} s WHERE s.malformed IS NOT NULL "
         "UNION ALL "
-        "SELECT s.ordinal, {line}, r.column_name, r.value, r.reason "
+        "SELECT s.ordinal, {line}, r.position, r.column_name, r.value, r.reason "
         "FROM {staging} s "
-        "CROSS JOIN LATERAL (VALUES {per_column}) AS r(column_name, value, reason) "
+        "CROSS JOIN LATERAL (VALUES {per_column}) AS r(position, column_name, value, reason) "
         "WHERE s.malformed IS NULL AND NOT ({ok}) AND r.reason IS NOT NULL"
     ).format(
         rejects=REJECTS,
@@ -158,6 +159,13 @@ def insert_rule_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:
         per_column=per_column,
         ok=row_ok(entity, header),
     )
+
+
+def _original(header: HeaderMap, column: Column) -> sql.Composable:
+    """The value as the file has it, for the rejection record (NULL when empty)."""
+    if column.name not in header.columns:
+        return sql.SQL("NULL::text")
+    return sql.SQL("NULLIF(s.{}, '')").format(field(header.columns[column.name]))
 
 
 def _typed(header: HeaderMap, column: Column) -> sql.Composable:
@@ -220,18 +228,19 @@ def insert_duplicate_rejects(entity: Entity, header: HeaderMap) -> sql.Composabl
         sql.Literal(" (the first row with this key is kept)"),
     )
     return sql.SQL(
-        "INSERT INTO {rejects} (ordinal, line, column_name, value, reason) "
-        "SELECT ordinal, line, {name}, value, {reason} FROM ("
-        " SELECT s.ordinal, {line} AS line, s.{field} AS value,"
+        "INSERT INTO {rejects} (ordinal, line, position, column_name, value, reason) "
+        "SELECT ordinal, line, {position}, {name}, value, {reason} FROM ("
+        " SELECT s.ordinal, {line} AS line, {original} AS value,"
         "  first_value({line}) OVER w AS first_line, row_number() OVER w AS n"
         " FROM {staging} s WHERE {ok} WINDOW w AS (PARTITION BY {key} ORDER BY s.ordinal)"
         ") d WHERE n > 1"
     ).format(
         rejects=REJECTS,
+        position=sql.Literal(entity.columns.index(column) + 1),
         name=sql.Literal(column.name),
         reason=reason,
         line=LINE,
-        field=field(header.columns[column.name]),
+        original=_original(header, column),
         staging=STAGING,
         ok=row_ok(entity, header),
         key=key,
