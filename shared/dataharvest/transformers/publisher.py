@@ -51,6 +51,8 @@ UPSTREAM = (
     "transaction_transformer",
 )
 SQS_BATCH = 10
+# Messages sent and marked published per transaction: progress survives a timeout.
+SEND_CHUNK = 1000
 
 # The deduplication id of revision `revision` of a message; `m` is the row being revised.
 _DEDUP = """encode(sha256(convert_to(concat_ws(E'\\x1f', {m}.message_type, {m}.client_id,
@@ -148,6 +150,7 @@ SELECT message_type, message_group_id, deduplication_id, body::text
 FROM etl.partner_messages
 WHERE client_id = %s AND business_date = %s AND published_at IS NULL
 ORDER BY message_type, deduplication_id
+LIMIT %s
 FOR UPDATE
 """
 
@@ -187,8 +190,9 @@ def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
 def send(conn: psycopg.Connection, message: WorkMessage) -> None:
     """Send the messages of this client and date not yet on the result queue, in order.
 
-    Idempotent: rows are marked published in the transaction that sent them, and a re-send
-    after a crash before that commit carries the same deduplication ids.
+    Idempotent and resumable: each chunk is marked published in the transaction that sent it,
+    so a retry (after a timeout or a crash) continues where it stopped, and a chunk re-sent
+    after a crash before its commit carries the same deduplication ids.
     """
     queue_url = settings().result_queue_url
     if not queue_url:
@@ -199,34 +203,40 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
         "client_id": {"DataType": "String", "StringValue": message.client_id},
         "business_date": {"DataType": "String", "StringValue": message.business_date},
     }
-    with conn.transaction():
-        # FOR UPDATE: a concurrent run replacing these rows waits until they are sent.
-        rows = conn.execute(UNPUBLISHED, (message.client_id, day)).fetchall()
-        for start in range(0, len(rows), SQS_BATCH):
-            batch = rows[start : start + SQS_BATCH]
-            entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": body,
-                    "MessageGroupId": group,
-                    "MessageDeduplicationId": dedup,
-                    "MessageAttributes": {
-                        **attributes,
-                        "message_type": {"DataType": "String", "StringValue": message_type},
-                    },
-                }
-                for i, (message_type, group, dedup, body) in enumerate(batch)
-            ]
-            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-            if response.get("Failed"):
-                raise PublishError(
-                    f"result queue refused {len(response['Failed'])} message(s) of "
-                    f"{message.client_id} {message.business_date}: {response['Failed'][0]}"
-                )
-        conn.execute(
-            "UPDATE etl.partner_messages SET published_at = now() "
-            "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
-            (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
+    while True:
+        with conn.transaction():
+            # FOR UPDATE: a concurrent run replacing these rows waits until they are sent.
+            rows = conn.execute(UNPUBLISHED, (message.client_id, day, SEND_CHUNK)).fetchall()
+            for start in range(0, len(rows), SQS_BATCH):
+                _send_batch(sqs, queue_url, message, attributes, rows[start : start + SQS_BATCH])
+            conn.execute(
+                "UPDATE etl.partner_messages SET published_at = now() "
+                "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
+                (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
+            )
+        if len(rows) < SEND_CHUNK:
+            return
+
+
+def _send_batch(sqs, queue_url: str, message: WorkMessage, attributes: dict, batch: list) -> None:
+    entries = [
+        {
+            "Id": str(i),
+            "MessageBody": body,
+            "MessageGroupId": group,
+            "MessageDeduplicationId": dedup,
+            "MessageAttributes": {
+                **attributes,
+                "message_type": {"DataType": "String", "StringValue": message_type},
+            },
+        }
+        for i, (message_type, group, dedup, body) in enumerate(batch)
+    ]
+    response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    if response.get("Failed"):
+        raise PublishError(
+            f"result queue refused {len(response['Failed'])} message(s) of "
+            f"{message.client_id} {message.business_date}: {response['Failed'][0]}"
         )
 
 
