@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ _VARIABLE = re.compile(r"\$\{([^{}]+)\}")
 _FILE = re.compile(r"file\((?P<path>[^()]+)\)(?::(?P<address>.+))?")
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
     """YAML loader that turns CloudFormation short tags (!Ref, !GetAtt ...) into long form."""
 
 
@@ -85,6 +86,14 @@ class Variables:
     directory: Path = field(default_factory=Path.cwd)
 
 
+@lru_cache(maxsize=32)
+def _parse(path: Path, mtime_ns: int) -> Any:
+    # Included files are referenced dozens of times per serverless.yml: parse each once.
+    # Callers never mutate the result (_resolve builds new containers).
+    del mtime_ns  # part of the cache key only
+    return yaml.load(path.read_text(), Loader=_CfnLoader)
+
+
 def load(path: Path, stage: str = "local", region: str = "eu-west-1") -> ServerlessFile:
     raw = yaml.load(path.read_text(), Loader=_CfnLoader)
     variables = Variables(stage=stage, region=region, directory=path.parent)
@@ -125,8 +134,8 @@ def _lookup(expression: str, root: dict[str, Any], variables: Variables) -> Any:
     if included:
         # As in the Serverless Framework, ${self:...} inside the included value still means
         # the including file: the value is returned unresolved and resolved by the caller.
-        target = variables.directory / included["path"].strip()
-        value = yaml.load(target.read_text(), Loader=_CfnLoader)
+        target = (variables.directory / included["path"].strip()).resolve()
+        value = _parse(target, target.stat().st_mtime_ns)
         for part in filter(None, (included["address"] or "").split(".")):
             if not isinstance(value, dict) or part not in value:
                 raise KeyError(f"serverless.yml: ${{{expression}}} does not resolve")
