@@ -136,3 +136,15 @@ def send_event(stack_info, body: str) -> None:
     sqs = boto3.client("sqs")
     url = sqs.get_queue_url(QueueName=stack_info.export("PersistenceQueueName"))["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody=body)
+
+
+ACCOUNTS_HEADER = "record_id,account_number,cash_balance,currency,taxes_paid\n"
+
+
+def accounts_file(rows: int, bad: int = 0, header: str = ACCOUNTS_HEADER) -> str:
+    """`rows` account rows, the last `bad` of them with a comma-decimal cash balance."""
+    lines = [header]
+    for i in range(1, rows + 1):
+        balance = '"1,5"' if i > rows - bad else f"{i}.50"
+        lines.append(f"{i},{100 + i},{balance},EUR,0\n")
+    return "".join(lines)

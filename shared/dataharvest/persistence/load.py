@@ -124,8 +124,8 @@ def _load_version(
     try:
         header, staged, sha256 = _stage(conn, obj, target, entity, settings)
     except FileRejected as rejection:
-        return _reject_file(conn, target, obj, current, rejection.reason)
-    if _same_content(current, obj, sha256):
+        return _reject_file(conn, target, obj, current, settings, rejection.reason)
+    if _same_content(current, obj, sha256, settings):
         conn.execute(sql.SQL("DROP TABLE {}").format(STAGING))
         return _unchanged(conn, target, obj, sha256, current)
 
@@ -272,15 +272,16 @@ def _reject_file(
     target: Route,
     obj: source.ObjectVersion,
     current: LoadRecord | None,
+    settings: ClientSettings,
     reason: str,
-) -> LoadRecord:
+) -> LoadRecord | None:
     """A whole-file rejection: the input is no longer persisted, and the reason is recorded."""
     stream = source.SourceStream(obj, target.gzip)
     try:
         sha256 = stream.sha256()
     finally:
         stream.close()
-    if _same_content(current, obj, sha256):
+    if _same_content(current, obj, sha256, settings):
         return _unchanged(conn, target, obj, sha256, current)
     delete_input_rows(conn, target)
     _store_rejections(conn, target, obj, whole_file_reason=reason)
@@ -297,8 +298,20 @@ def _reject_file(
     return record
 
 
-def _same_content(current: LoadRecord | None, obj: source.ObjectVersion, sha256: str) -> bool:
-    return bool(current and current.source_key == obj.key and current.content_sha256 == sha256)
+def _same_content(
+    current: LoadRecord | None,
+    obj: source.ObjectVersion,
+    sha256: str,
+    settings: ClientSettings,
+) -> bool:
+    """The current load came from these very bytes under the settings in force now (after an
+    alias or ratio change the same bytes can give another result, so they are loaded again)."""
+    return bool(
+        current
+        and current.source_key == obj.key
+        and current.content_sha256 == sha256
+        and (settings.updated_at is None or settings.updated_at < current.finished_at)
+    )
 
 
 def _unchanged(

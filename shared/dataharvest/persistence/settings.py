@@ -7,6 +7,7 @@ case), the same normalization header names get before matching.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -22,6 +23,7 @@ class ClientSettings:
     client_id: str
     max_reject_ratio: Decimal = Decimal(DEFAULT_MAX_REJECT_RATIO)
     header_aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+    updated_at: datetime | None = None  # None: the client never changed the defaults
 
     def aliases(self, entity: str) -> dict[str, str]:
         return self.header_aliases.get(entity, {})
@@ -41,12 +43,15 @@ def normalize_header(name: str) -> str:
 
 def get_settings(conn: psycopg.Connection, client_id: str) -> ClientSettings:
     row = conn.execute(
-        "SELECT max_reject_ratio, header_aliases FROM config.client_settings WHERE client_id = %s",
+        "SELECT max_reject_ratio, header_aliases, updated_at FROM config.client_settings "
+        "WHERE client_id = %s",
         (client_id,),
     ).fetchone()
     if row is None:
         return ClientSettings(client_id)
-    return ClientSettings(client_id, max_reject_ratio=row[0], header_aliases=row[1])
+    return ClientSettings(
+        client_id, max_reject_ratio=row[0], header_aliases=row[1], updated_at=row[2]
+    )
 
 
 def set_alias(

@@ -96,10 +96,16 @@ def copy_fallback(conn: psycopg.Connection, field_count: int, body: Iterator[byt
     )
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(STAGING, columns)
     text = io.TextIOWrapper(
-        io.BufferedReader(_ChunkReader(body), 1 << 16), encoding="utf-8", newline=""
+        io.BufferedReader(_ChunkReader(body), 1 << 16),
+        encoding="utf-8",
+        # Bytes that are not UTF-8 decode to lone surrogates, which cannot be encoded again:
+        # the record holding them is found when it is staged, so the reason names its line.
+        errors="surrogateescape",
+        newline="",
     )
     reader = csv.reader(text, strict=True)
     rows = malformed = 0
+    empty = [None] * field_count
     with conn.cursor() as cur, cur.copy(statement) as copy:
         while True:
             start = reader.line_num + 2  # the header is line 1
@@ -107,10 +113,6 @@ def copy_fallback(conn: psycopg.Connection, field_count: int, body: Iterator[byt
                 record = next(reader)
             except StopIteration:
                 break
-            except UnicodeDecodeError as error:
-                raise FileRejected(
-                    f"not valid UTF-8: {error.reason} near line {reader.line_num + 2}"
-                ) from None
             except csv.Error as error:
                 # Only an open quote at the end of the input is "unexpected end of data": the
                 # rest of the file is inside that field, so no record boundary can be trusted.
@@ -120,8 +122,11 @@ def copy_fallback(conn: psycopg.Connection, field_count: int, body: Iterator[byt
                     ) from None
                 rows += 1
                 malformed += 1
-                reason = f"malformed CSV record (lines {start}-{reader.line_num + 1}): {error}"
-                copy.write_row((rows, start, reason, None, *([None] * field_count)))
+                end = reader.line_num + 1
+                span = f" (lines {start}-{end})" if end > start else ""
+                _write(
+                    copy, start, (rows, start, f"malformed CSV record{span}: {error}", None, *empty)
+                )
                 continue
             if not record:
                 continue  # a blank line holds no record
@@ -135,10 +140,19 @@ def copy_fallback(conn: psycopg.Connection, field_count: int, body: Iterator[byt
                     f"found {len(record)}"
                 )
                 value = ",".join(record)[:MALFORMED_VALUE_CHARS]
-                copy.write_row((rows, start, reason, value, *([None] * field_count)))
+                _write(copy, start, (rows, start, reason, value, *empty))
                 continue
-            copy.write_row((rows, start, None, None, *record))
+            _write(copy, start, (rows, start, None, None, *record))
     return Staged(rows=rows, malformed=malformed)
+
+
+def _write(copy: psycopg.Copy, line: int, row: tuple) -> None:
+    try:
+        copy.write_row(row)
+    except UnicodeEncodeError:
+        raise FileRejected(
+            f"not valid UTF-8: the record on line {line} has bytes that are not UTF-8"
+        ) from None
 
 
 class _ChunkReader(io.RawIOBase):
