@@ -19,7 +19,9 @@ import time
 
 def timed(args: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(args, env=env, check=True, capture_output=True)
+    result = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(args[2:])} failed:\n{result.stderr}")
     return time.perf_counter() - started
 
 

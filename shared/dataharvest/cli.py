@@ -20,6 +20,7 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
 FILE_NAME = re.compile(r"^(clients|portfolios|accounts|transactions)_(\d{8})\.csv(\.gz)?$")
+QUIET_TIMEOUT_S = 900
 console = Console(stderr=True)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -91,10 +92,27 @@ def collect_files(paths: list[str]) -> list[Path]:
 def _wait_quiet(info, label: str) -> dict[str, Any]:
     from dataharvest.local import client
 
-    with console.status(f"{label}: waiting for the choreography to go quiet"):
-        status = client.control(info, "/quiet?timeout=600", timeout=620)
-    if not status["quiet"]:
-        raise SystemExit("dataharvest: the choreography did not go quiet within 600 s")
+    deadline = time.monotonic() + QUIET_TIMEOUT_S
+    started = time.monotonic()
+    with console.status(f"{label}: waiting for the choreography to go quiet") as spinner:
+        while True:
+            # Short waits, so the spinner can show what the stack is doing meanwhile.
+            status = client.control(info, "/quiet?timeout=1", timeout=30)
+            if status["quiet"]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"dataharvest: the choreography did not go quiet within {QUIET_TIMEOUT_S} s"
+                    f" ({status['in_flight']} invocation(s) in flight)"
+                )
+            spinner.update(
+                f"{label}: {status['invocations']} invocations, {status['in_flight']} in flight,"
+                f" {status['failures']} failed, {time.monotonic() - started:.0f} s"
+            )
+    console.print(
+        f"quiet after {time.monotonic() - started:.1f} s "
+        f"({status['invocations']} invocations in this stack so far)"
+    )
     return status
 
 

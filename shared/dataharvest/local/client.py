@@ -80,7 +80,7 @@ def ensure_stack(home: Path) -> StackInfo:
     return info
 
 
-def stop_stack(home: Path, timeout: float = 30.0) -> bool:
+def stop_stack(home: Path, timeout: float = 90.0) -> bool:
     path = state_file(home)
     if not path.exists():
         return False
