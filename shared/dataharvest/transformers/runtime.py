@@ -114,7 +114,7 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
         # Also for a redelivered message whose run already committed: a crash (or a failed
         # send) between commit and this call must not lose the effect, so it is idempotent.
         transformer.after_commit(conn, message)
-    _publish_flag(transformer, message, started_at)
+    _publish_flag(transformer, entry, message, started_at)
     if rows is None:
         return RunResult("duplicate")
     return RunResult("succeeded", rows)
@@ -190,11 +190,34 @@ def _record_failure(conn, transformer, message, started_at, started, error) -> N
     )
 
 
-def _publish_flag(transformer: Transformer, message: WorkMessage, started_at: datetime) -> None:
+def _publish_flag(
+    transformer: Transformer,
+    entry: registry.TransformerEntry,
+    message: WorkMessage,
+    started_at: datetime,
+) -> None:
     """Set or clear `<name>_done` only while the inputs are still the ones this run used."""
     name = transformer.name
     condition = Attr(metastore.PARTITION_KEY).exists()
-    for attribute, value in message.input_versions.items():
+    versions = message.input_versions
+    if message.action == "RETRACT":
+        # A RETRACT carries the versions of the image that last matched, and what ended the
+        # match is usually a watched input being deleted or rejected, so those versions are
+        # gone for good. Clear the flag only while the item still calls for a retraction, on
+        # the condition that its watched attributes are still what they are now.
+        action, versions = _desired(
+            entry, metastore.get_item(message.client_id, message.business_date)
+        )
+        if action != "RETRACT":
+            logger.info(
+                "item matches again; retraction flag not published",
+                extra={"key": message.idempotency_key},
+            )
+            return
+        for attribute in entry.watch:
+            if attribute not in versions:
+                condition = condition & Attr(attribute).not_exists()
+    for attribute, value in versions.items():
         current = Attr(attribute).eq(value)
         # Numbers are stored as Number; compare their text form by trying both types.
         if value.lstrip("-").isdigit():
