@@ -2,8 +2,8 @@
 etl.partner_messages and, after commit, sent to the FIFO result queue.
 
 When it runs: its filter is `tax_transformer_done` (clients, portfolios and accounts are
-persisted and linked, so the client summary exists) and it watches every input version and
-every upstream transformer version. A run publishes only when the choreography upstream has
+persisted and linked, so the client summary exists) and it watches every input's load sequence
+number and every upstream transformer version (services/partner_publisher/transformer.yml). A run publishes only when the choreography upstream has
 *settled* for the item it reads: each upstream transformer whose filter matches is done on the
 current versions of its inputs, and each whose filter does not match is not done (retracted).
 Otherwise the run is discarded as stale (runtime.StaleWork) and the upstream transformer still
