@@ -46,8 +46,15 @@ def put(object_key: str, body: str | bytes, gzip: bool = False) -> str:
     return s3().put_object(Bucket=bucket(), Key=object_key, Body=data)["VersionId"]
 
 
-def delete(object_key: str) -> None:
-    s3().delete_object(Bucket=bucket(), Key=object_key)
+def delete(object_key: str, stack_info) -> None:
+    """Delete the key and deliver the notification S3 sends for it.
+
+    On a versioned bucket S3 notifies `ObjectRemoved:DeleteMarkerCreated`; moto (5.2) sends
+    nothing for a delete marker, so the test delivers that event itself. Should the local stack
+    start sending it, the second delivery is just a redelivery.
+    """
+    marker = s3().delete_object(Bucket=bucket(), Key=object_key).get("VersionId")
+    send_event(stack_info, s3_event(object_key, "ObjectRemoved:DeleteMarkerCreated", marker))
 
 
 def raw_rows(db: psycopg.Connection, entity: str, client_id: str) -> list[tuple]:

@@ -46,9 +46,12 @@ def head(bucket: str, key: str) -> ObjectVersion | None:
     try:
         response = s3_client().head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
+        if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        # HEAD says 404 for a missing bucket too; a misconfigured or unreachable bucket must
+        # fail the delivery (and be retried), never read as "deleted" and retract the input.
+        s3_client().head_bucket(Bucket=bucket)
+        return None
     etag = response["ETag"].strip('"')
     version_id = response.get("VersionId")
     if version_id in (None, "null"):
