@@ -303,6 +303,67 @@ def _yyyymmdd(value: str) -> str:
     return digits
 
 
+# -- persistence: per-client settings and the dead-letter queue ------------------------------
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from dataharvest import db
+    from dataharvest.local import client
+    from dataharvest.persistence import settings
+
+    client.ensure_stack(home())
+    with db.connect() as conn:
+        try:
+            if args.action == "set-alias":
+                settings.set_alias(conn, args.client, args.entity, args.alias, args.column)
+                console.print(
+                    f"{args.client}: header {settings.normalize_header(args.alias)!r} in "
+                    f"{args.entity} files now means {args.column}"
+                )
+            elif args.action == "set-max-reject-ratio":
+                ratio = settings.set_max_reject_ratio(conn, args.client, args.ratio)
+                console.print(f"{args.client}: max_reject_ratio {ratio}")
+        except ValueError as error:
+            raise SystemExit(f"dataharvest config {args.action}: {error}") from None
+        current = settings.get_settings(conn, args.client).as_dict()
+    if args.action == "show":
+        print(json.dumps(current, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import boto3
+
+    from dataharvest.local import client
+    from dataharvest.persistence import dlq
+
+    client.ensure_stack(home())
+    sqs = boto3.client("sqs")
+    source_url, dlq_url = dlq.queue_urls(sqs, load_settings())
+    if args.action == "redrive":
+        moved = dlq.redrive(sqs, dlq_url, source_url)
+        console.print(f"moved {moved} message(s) back to the persistence queue")
+        if moved and not args.no_wait:
+            _wait_quiet(client.running_stack(home()), "dlq redrive")
+        return 0
+    letters = dlq.list_dead_letters(sqs, dlq_url)
+    if args.json:
+        print(json.dumps([letter.as_dict() for letter in letters], indent=2))
+        return 0
+    table = Table(title=f"persistence dead letters ({len(letters)})")
+    for column in ("message id", "receives", "first sent", "keys"):
+        table.add_column(column)
+    for letter in letters:
+        table.add_row(
+            letter.message_id,
+            str(letter.receive_count),
+            letter.first_received,
+            "\n".join(letter.keys),
+        )
+    out.print(table)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -364,6 +425,30 @@ def build_parser() -> argparse.ArgumentParser:
     trep.add_argument("--from", dest="date_from", required=True)
     trep.add_argument("--to", dest="date_to", required=True)
     transformers.set_defaults(func=cmd_transformers)
+
+    config = sub.add_parser("config", help="per-client persistence settings")
+    csub = config.add_subparsers(dest="action", required=True)
+    alias = csub.add_parser("set-alias", help="map a (misspelled) header name to a column")
+    alias.add_argument("--client", required=True)
+    alias.add_argument("--entity", required=True, choices=tuple(INPUT_PREFIX))
+    alias.add_argument("alias", metavar="ALIAS")
+    alias.add_argument("column", metavar="COLUMN")
+    ratio = csub.add_parser(
+        "set-max-reject-ratio", help="share of rejected rows above which a file is rejected"
+    )
+    ratio.add_argument("--client", required=True)
+    ratio.add_argument("ratio", metavar="RATIO", help="between 0 and 1, e.g. 0.10")
+    show = csub.add_parser("show", help="a client's settings as JSON")
+    show.add_argument("--client", required=True)
+    config.set_defaults(func=cmd_config)
+
+    dead = sub.add_parser("dlq", help="the persistence dead-letter queue")
+    dsub = dead.add_subparsers(dest="action", required=True)
+    dlist = dsub.add_parser("list", help="dead-lettered deliveries and their S3 keys")
+    dlist.add_argument("--json", action="store_true")
+    drive = dsub.add_parser("redrive", help="move them back to the persistence queue")
+    drive.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    dead.set_defaults(func=cmd_dlq)
     return parser
 
 
