@@ -1,0 +1,182 @@
+"""Packaging of the root stack and every service with osls, offline, for the deploy checks.
+
+Packaging needs Node.js (osls and its plugins from `scripts/install-node-deps.sh`, which this
+fixture runs when node_modules is stale) and wheels for Lambda's platform (downloaded once into
+build/lambda-wheels; later runs use only that folder). No AWS endpoint is contacted: the
+credentials are placeholders and nothing in `osls package` needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WHEELHOUSE = REPO / "build" / "lambda-wheels"
+# The local stack's stage, so that the parity test compares resource names as they are.
+STAGE = "local"
+REGION = "eu-west-1"
+PACKAGE_TIMEOUT_S = 600
+# Lambda's limits for a function package (zip) and for the unzipped code with its layers.
+ZIPPED_LIMIT = 50 * 1024 * 1024
+UNZIPPED_LIMIT = 250 * 1024 * 1024
+# Lambda's python3.12 target: what pip downloads and what the artifact check runs.
+PIP_TARGET = [
+    "--platform",
+    "manylinux2014_x86_64",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--only-binary",
+    ":all:",
+]
+
+
+@dataclass
+class Packaged:
+    """One packaged stack: its folder, CloudFormation template and function zips."""
+
+    name: str
+    directory: Path
+    template: dict[str, Any]
+    log: str
+    zips: dict[str, Path] = field(default_factory=dict)  # function logical id -> artifact
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return self.template["Resources"]
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == kind}
+
+
+def stack_directories() -> list[Path]:
+    """The root stack and every service that has a serverless.yml (new services included)."""
+    return [REPO, *sorted(p.parent for p in (REPO / "services").glob("*/serverless.yml"))]
+
+
+def stack_name(directory: Path) -> str:
+    return "root" if directory == REPO else directory.name
+
+
+def _osls() -> Path:
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("Node.js/npm not installed: the deploy checks need them (docs/DEPLOY.md)")
+    subprocess.run([str(REPO / "scripts" / "install-node-deps.sh")], check=True, cwd=REPO)
+    return REPO / "node_modules" / ".bin" / "osls"
+
+
+def _ensure_wheelhouse() -> None:
+    """Every wheel requirements-lambda.txt needs, for Lambda's platform, in build/lambda-wheels."""
+    base = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--dest",
+        str(WHEELHOUSE),
+        *PIP_TARGET,
+        "--requirement",
+        str(REPO / "requirements-lambda.txt"),
+        "boto3",
+    ]  # boto3 for the artifact check's stand-in of the Lambda runtime
+    offline = subprocess.run(
+        [*base, "--no-index", "--find-links", str(WHEELHOUSE)], capture_output=True, text=True
+    )
+    if offline.returncode != 0:
+        subprocess.run(base, check=True, capture_output=True, text=True)
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PIP_"))}
+    env.update(
+        {
+            # Placeholders: packaging must not need (or find) real credentials.
+            "AWS_ACCESS_KEY_ID": "placeholder",
+            "AWS_SECRET_ACCESS_KEY": "placeholder",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "SLS_TELEMETRY_DISABLED": "1",
+            "SLS_NOTIFICATIONS_MODE": "off",
+            "SLS_INTERACTIVE_SETUP_DISABLE": "1",
+            # serverless-python-requirements' pip: only the wheelhouse, never the index.
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(WHEELHOUSE),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "DATAHARVEST_PACKAGING_PYTHON": sys.executable,
+        }
+    )
+    return env
+
+
+def _package(osls: Path, directory: Path, env: dict[str, str]) -> Packaged:
+    shutil.rmtree(directory / ".serverless", ignore_errors=True)
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(osls), "package", "--stage", STAGE, "--region", REGION],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PACKAGE_TIMEOUT_S,
+    )
+    log = result.stdout + result.stderr + f"\n[packaged in {time.monotonic() - started:.1f} s]"
+    if result.returncode != 0:
+        raise RuntimeError(f"osls package failed in {directory}:\n{log}")
+    packaged = _load(directory)
+    packaged.log = log
+    return packaged
+
+
+# Filled by test_package_sizes, printed at the end of the run (the sizes the issue asks for).
+SIZES: list[tuple[str, str, int, int]] = []
+
+
+def _load(directory: Path) -> Packaged:
+    out = directory / ".serverless"
+    template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
+    packaged = Packaged(stack_name(directory), directory, template, log="(reused)")
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::Function":
+            key = resource["Properties"]["Code"]["S3Key"]
+            packaged.zips[logical] = out / key.rsplit("/", 1)[-1]
+    return packaged
+
+
+def package_all() -> dict[str, Packaged]:
+    """Every stack, packaged (two at a time: the machine has two cores).
+
+    DATAHARVEST_DEPLOY_REUSE=1 reuses what an earlier run left in each .serverless/ (a
+    developer's loop on the checks themselves; CI never sets it).
+    """
+    if os.environ.get("DATAHARVEST_DEPLOY_REUSE") == "1":
+        return {stack_name(d): _load(d) for d in stack_directories()}
+    osls = _osls()
+    _ensure_wheelhouse()
+    env = _environment()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda d: _package(osls, d, env), stack_directories()))
+    return {p.name: p for p in results}
+
+
+def package_sizes(packaged: dict[str, Packaged]) -> list[tuple[str, str, int, int]]:
+    """(stack, function, zipped bytes, unzipped bytes) for every function package."""
+    rows = []
+    for stack in packaged.values():
+        for function, path in sorted(stack.zips.items()):
+            with zipfile.ZipFile(path) as archive:
+                unzipped = sum(i.file_size for i in archive.infolist())
+            rows.append((stack.name, function, path.stat().st_size, unzipped))
+    return rows
