@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from deploy_stacks import PIP_TARGET, REGION, REPO, WHEELHOUSE, Packaged
 
-pytestmark = pytest.mark.deploy
+# Packaging every stack (the session fixture) may take minutes on a busy machine.
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
 # -I: no environment variables, no user site; -S: no site-packages either. The check puts the
 # unpacked zip and the runtime stand-in on sys.path itself.

@@ -13,7 +13,7 @@ from deploy_stacks import REPO, Packaged
 from dataharvest.local import slsconfig
 from dataharvest.local.provision import ORDER, Provisioner, Stack
 
-pytestmark = [pytest.mark.deploy, pytest.mark.integration]
+pytestmark = [pytest.mark.deploy, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 QUEUE_ATTRIBUTES = (
     "VisibilityTimeout",

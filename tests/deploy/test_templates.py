@@ -21,7 +21,8 @@ from deploy_stacks import (
     stack_name,
 )
 
-pytestmark = pytest.mark.deploy
+# Packaging every stack (the session fixture) may take minutes on a busy machine.
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 
 SERVICES = [stack_name(d) for d in stack_directories() if d != REPO]
 
