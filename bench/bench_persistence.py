@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "bench" / ".data"
@@ -37,11 +38,11 @@ COPY_TABLE_DDL = """
 CREATE SCHEMA IF NOT EXISTS bench;
 DROP TABLE IF EXISTS bench.copy_keyed, bench.copy_plain, bench.pandas;
 -- raw.transactions itself (columns, types, primary key, index); the lineage columns the file
--- does not have get constant defaults.
+-- does not have get, as defaults, the very values the handler stores (same row width).
 CREATE TABLE bench.copy_keyed (LIKE raw.transactions INCLUDING ALL);
 ALTER TABLE bench.copy_keyed
-    ALTER client_id SET DEFAULT 'bench', ALTER business_date SET DEFAULT '2024-01-02',
-    ALTER source_key SET DEFAULT 'bench', ALTER source_version SET DEFAULT 'bench',
+    ALTER client_id SET DEFAULT {client}, ALTER business_date SET DEFAULT '2024-01-02',
+    ALTER source_key SET DEFAULT {key}, ALTER source_version SET DEFAULT {version},
     ALTER line_number SET DEFAULT 0;
 CREATE TABLE bench.copy_plain (LIKE bench.copy_keyed INCLUDING DEFAULTS);
 """
@@ -177,9 +178,14 @@ def main() -> None:
         os.environ.update(info.client_environment())
         bucket = os.environ["LANDING_BUCKET"]
         key = f"bench-{int(time.time())}/transactions_20240102.csv"
-        boto3.client("s3").upload_file(str(path), bucket, key)
+        s3 = boto3.client("s3")
+        s3.upload_file(str(path), bucket, key)
+        version = s3.head_object(Bucket=bucket, Key=key)["VersionId"]
         with psycopg.connect(info.database_url, autocommit=True) as conn:
-            conn.execute(COPY_TABLE_DDL)
+            lineage = {"client": key.split("/")[0], "key": key, "version": version}
+            conn.execute(
+                sql.SQL(COPY_TABLE_DDL).format(**{k: sql.Literal(v) for k, v in lineage.items()})
+            )
             # Start every run from the same state: no earlier runs' rows in raw.
             conn.execute("TRUNCATE raw.transactions")
             conn.execute("CHECKPOINT")

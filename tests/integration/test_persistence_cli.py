@@ -73,7 +73,7 @@ def test_dlq_list_and_redrive(client_id, capsys, db, stack_info, wait_quiet) -> 
     assert cli.main(["dlq", "list", "--json"]) == 0  # listing leaves the messages in place
     assert len(json.loads(capsys.readouterr().out)) == 1
 
-    assert cli.main(["dlq", "redrive"]) == 0
+    assert cli.main(["dlq", "redrive", "--no-wait"]) == 0
     wait_quiet()
     assert cli.main(["dlq", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []

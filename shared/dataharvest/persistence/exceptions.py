@@ -15,10 +15,9 @@ class FileRejected(Exception):
     Raised and caught inside the load use case only, to leave the staging work at once.
     """
 
-    def __init__(self, reason: str, rows_rejected: int = 0):
+    def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-        self.rows_rejected = rows_rejected
 
 
 class UnroutableKey(Exception):

@@ -103,14 +103,12 @@ def _reconcile(
         return current  # deleted before it was loaded, or replaced from another key
     if current and current.is_version(key, obj.version):
         return current  # a redelivery, or an older event: this version is already current
-    if (
-        current
-        and current.source_key == key
-        and current.content_sha256
-        and seen_unchanged(conn, target, key, obj.version) == current.content_sha256
-    ):
-        return current
-    return _load_version(conn, target, obj, current)
+    settings = get_settings(conn, target.client_id)
+    if current and current.content_sha256:
+        earlier = seen_unchanged(conn, target, key, obj.version)
+        if earlier and _same_content(current, obj, earlier, settings):
+            return current  # a redelivery of identical content, found so before
+    return _load_version(conn, target, obj, current, settings)
 
 
 def _load_version(
@@ -118,9 +116,9 @@ def _load_version(
     target: Route,
     obj: source.ObjectVersion,
     current: LoadRecord | None,
-) -> LoadRecord:
+    settings: ClientSettings,
+) -> LoadRecord | None:
     entity = ENTITIES[target.entity]
-    settings = get_settings(conn, target.client_id)
     try:
         header, staged, sha256 = _stage(conn, obj, target, entity, settings)
     except FileRejected as rejection:
@@ -172,7 +170,7 @@ def _load_version(
         rows_rejected=rejected,
         ignored_columns=header.ignored,
     )
-    logger.info("file loaded", extra=_log(target, record))
+    logger.info("file loaded", extra={**_log(target, record), "malformed": staged.malformed})
     return record
 
 
