@@ -258,3 +258,10 @@ def test_a_client_ratio_lets_the_same_file_load(db, client_id, upload) -> None:
     upload("accounts", accounts_file(10, bad=2))
     assert len(raw_rows(db, "accounts", client_id)) == 8
     assert input_state(client_id, "account")["persisted"] is True
+
+
+def test_last_row_without_a_line_end(db, client_id, upload) -> None:
+    set_max_reject_ratio(db, client_id, "1")
+    upload("accounts", ACCOUNTS_HEADER + "1,100,1.50,EUR,0\n2,101,x,EUR,0")
+    assert [r[:3] for r in raw_rows(db, "accounts", client_id)] == [(2, 1, 100)]
+    assert [r[1:3] for r in rejections(db, client_id)] == [(3, "cash_balance")]

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+from botocore.client import BaseClient
+
 from dataharvest.config import Settings, resource_name
 
 # How long a listed message stays hidden while the listing collects the others.
@@ -30,7 +32,7 @@ class DeadLetter:
         return self.__dict__
 
 
-def queue_urls(sqs, config: Settings) -> tuple[str, str]:
+def queue_urls(sqs: BaseClient, config: Settings) -> tuple[str, str]:
     """(persistence queue, its dead-letter queue), by the names serverless.yml gives them."""
     source = sqs.get_queue_url(QueueName=resource_name(config.stage, "persistence"))["QueueUrl"]
     dlq = sqs.get_queue_url(QueueName=resource_name(config.stage, "persistence-dlq"))["QueueUrl"]
@@ -48,7 +50,7 @@ def object_keys(body: str) -> list[str]:
     return [unquote_plus(r["s3"]["object"]["key"]) for r in event.get("Records", [])]
 
 
-def _receive(sqs, url: str) -> list[dict[str, Any]]:
+def _receive(sqs: BaseClient, url: str) -> list[dict[str, Any]]:
     return sqs.receive_message(
         QueueUrl=url,
         MaxNumberOfMessages=10,
@@ -58,7 +60,7 @@ def _receive(sqs, url: str) -> list[dict[str, Any]]:
     ).get("Messages", [])
 
 
-def list_dead_letters(sqs, dlq_url: str) -> list[DeadLetter]:
+def list_dead_letters(sqs: BaseClient, dlq_url: str) -> list[DeadLetter]:
     found: dict[str, dict[str, Any]] = {}
     try:
         while batch := _receive(sqs, dlq_url):
@@ -81,7 +83,7 @@ def list_dead_letters(sqs, dlq_url: str) -> list[DeadLetter]:
     ]
 
 
-def redrive(sqs, dlq_url: str, source_url: str) -> int:
+def redrive(sqs: BaseClient, dlq_url: str, source_url: str) -> int:
     """Move every dead letter back to the persistence queue; returns how many moved."""
     moved = 0
     while batch := _receive(sqs, dlq_url):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import boto3
+from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from dataharvest.persistence.exceptions import FileRejected
@@ -24,7 +25,7 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @lru_cache(maxsize=1)
-def s3_client():
+def s3_client() -> BaseClient:
     return boto3.client("s3")
 
 
