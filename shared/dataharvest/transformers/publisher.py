@@ -3,13 +3,14 @@ etl.partner_messages and, after commit, sent to the FIFO result queue.
 
 When it runs: its filter is `tax_transformer_done` (clients, portfolios and accounts are
 persisted and linked, so the client summary exists) and it watches every input's load sequence
-number and every upstream transformer version (services/partner_publisher/transformer.yml). A run publishes only when the choreography upstream has
-*settled* for the item it reads: each upstream transformer whose filter matches is done on the
-current versions of its inputs, and each whose filter does not match is not done (retracted).
-Otherwise the run is discarded as stale (runtime.StaleWork) and the upstream transformer still
-working publishes the next change, which triggers the run that counts. So once the
-choreography is quiet the message set is complete and correct; with the transactions file
-absent, rejected or deleted it holds the client messages and the error messages only.
+number and every upstream transformer version (services/partner_publisher/transformer.yml). A
+run publishes only when the choreography upstream has *settled* for the item it reads: each
+upstream transformer whose filter matches is done on the current versions of its inputs, and
+each whose filter does not match is not done (retracted). Otherwise the run is discarded as
+stale (runtime.StaleWork) and the upstream transformer still working publishes the next change,
+which triggers the run that counts. So once the choreography is quiet the message set is
+complete and correct; with the transactions file absent, rejected or deleted it holds the
+client messages and the error messages only.
 
 Messages: one `portfolio_message` per etl.portfolio_summary row, one `client_message` per
 etl.client_tax_summary row, one `error_message` per rejection and per data-quality issue.
@@ -34,6 +35,7 @@ from dataharvest import metastore, registry
 from dataharvest.catapult.decide import watched_versions
 from dataharvest.catapult.dispatch import item_as_record
 from dataharvest.config import settings
+from dataharvest.transformers.plan import BULK_JOINS
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
@@ -184,6 +186,7 @@ def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
         # An upstream transformer is still recomputing: its flag update triggers the next run.
         raise StaleWork
     params = {"client_id": client_id, "business_date": business_date}
+    conn.execute(BULK_JOINS)
     return conn.execute(MESSAGES, params).rowcount
 
 
