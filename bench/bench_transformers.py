@@ -1,0 +1,283 @@
+"""Transformer benchmark: one client and business date with 100,000 portfolios and 1,000,000
+transactions, through the real choreography, then each transformer against its bare SQL.
+
+    .venv/bin/python bench/bench_transformers.py [--portfolios 100000]
+        [--transactions 1000000] [--repeat 3] [--e2e-portfolios 200 --e2e-transactions 2000]
+
+Starts its own local stack with every service (embedded PostgreSQL + moto, state in a temporary
+folder) and generates the four files of a drop (one portfolio in five shares an account,
+~1% orphans on each side). Then:
+
+1. End to end to the result queue, on a small drop (`--e2e-*`, its own client): upload the
+   four files, wait until quiet; the time from the last upload to the last message sent to
+   the result queue (`published_at` of the publisher's last chunk), and the queue's count.
+   Small, because moto's FIFO queue slows down with every message it holds (it scans them all
+   to deduplicate each send); a full-size drop's 120,000 messages would measure moto.
+2. End to end on the full drop with the publisher disabled in the registry: the time from the
+   last upload until the choreography is quiet (persistence of the four files and the four
+   summary transformers).
+3. Per transformer on the full drop, `--repeat` times each, alternating: the bare SQL it
+   executes (DELETE of its previous output + its statements, in one transaction) and a run
+   through the transformer runtime (`runtime.run` with a replay work message: metastore check,
+   lock, idempotency check, the same SQL, audit row, stale check, conditional flag write).
+   Medians and their ratio. The publisher is run with its after-commit send left out, like its
+   bare statement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date
+from functools import partial
+from pathlib import Path
+
+CLIENT = "bench-client"
+E2E_CLIENT = "bench-e2e"
+DAY = "20240102"
+KEYWORDS = ("DEPOSIT", "TAX", "WITHDRAWAL", "FEE")
+
+
+def generate(folder: Path, portfolios: int, transactions: int) -> dict[str, Path]:
+    rng = random.Random(11)
+    clients = max(1, portfolios // 5)
+    accounts = max(1, portfolios * 4 // 5)  # so about one portfolio in five shares an account
+    files = {}
+
+    def write(entity: str, header: str, lines) -> None:
+        path = folder / f"{entity}_{DAY}.csv"
+        with open(path, "w") as out:
+            out.write(header)
+            out.writelines(lines)
+        files[entity] = path
+
+    write(
+        "clients",
+        "record_id,first_name,last_name,client_reference,tax_free_allowance\n",
+        (
+            f"{i},First{i},Last{i},C{i:07d},{rng.randrange(0, 200000) / 100:.2f}\n"
+            for i in range(1, clients + 1)
+        ),
+    )
+    # About 1% of portfolios name a client or an account that is not in its file.
+    write(
+        "portfolios",
+        "record_id,account_number,portfolio_reference,client_reference,agent_code\n",
+        (
+            f"{i},{(i % accounts) + 1 if i % 200 else accounts + i},P{i:08d},"
+            f"C{(i % clients) + 1 if i % 199 else clients + i:07d},AG{i % 17}\n"
+            for i in range(1, portfolios + 1)
+        ),
+    )
+    write(
+        "accounts",
+        "record_id,account_number,cash_balance,currency,taxes_paid\n",
+        (
+            f"{i},{i},{rng.randrange(-(10**7), 10**8) / 100:.2f},EUR,"
+            f"{rng.randrange(0, 10**6) / 100:.2f}\n"
+            for i in range(1, accounts + 1)
+        ),
+    )
+    # About 1% of transactions are on an account that is not in the accounts file.
+    write(
+        "transactions",
+        "record_id,account_number,transaction_reference,amount,keyword\n",
+        (
+            f"{i},{rng.randrange(1, accounts * 101 // 100 + 2)},TX{i:010d},"
+            f"{rng.randrange(-(10**6), 10**7) / 100:.2f},{KEYWORDS[i % 4]}\n"
+            for i in range(1, transactions + 1)
+        ),
+    )
+    return files
+
+
+def seconds(fn: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def upload(stack, client_id: str, files: dict[str, Path]) -> float:
+    """Upload a drop; returns the wall-clock time of the last upload."""
+    import boto3
+
+    s3 = boto3.client("s3")
+    bucket = stack.info.export("LandingBucketName")
+    for entity in ("clients", "portfolios", "accounts", "transactions"):
+        s3.upload_file(str(files[entity]), bucket, f"{client_id}/{files[entity].name}")
+    return time.time()
+
+
+def runs(conn, client_id: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT transformer, count(*) FILTER (WHERE outcome = 'succeeded'), "
+        "max(duration_ms) FILTER (WHERE outcome = 'succeeded') "
+        "FROM audit.transformer_runs WHERE client_id = %s GROUP BY 1 ORDER BY 1",
+        (client_id,),
+    ).fetchall()
+
+
+def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
+    import boto3
+    import psycopg
+
+    last_upload = upload(stack, E2E_CLIENT, files)
+    assert stack.runner.wait_quiet(3600), stack.runner.status()
+    with psycopg.connect(stack.info.database_url) as conn:
+        count, last_sent = conn.execute(
+            "SELECT count(*), extract(epoch FROM max(published_at)) FROM etl.partner_messages "
+            "WHERE client_id = %s AND published_at IS NOT NULL",
+            (E2E_CLIENT,),
+        ).fetchone()
+        transformer_runs = runs(conn, E2E_CLIENT)
+    queued = int(
+        boto3.client("sqs").get_queue_attributes(
+            QueueUrl=stack.info.export("ResultQueueUrl"),
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]["ApproximateNumberOfMessages"]
+    )
+    assert queued == count, (queued, count)
+    print("1. end to end to the result queue (small drop)")
+    print(
+        f"  last upload -> last message on the result queue: {float(last_sent) - last_upload:.1f} s"
+    )
+    print(f"  messages on the result queue: {queued:,}")
+    for name, succeeded, duration in transformer_runs:
+        print(f"  {name}: {succeeded} succeeded run(s), longest {duration / 1000:.2f} s")
+
+
+def end_to_end_summaries(stack, files: dict[str, Path]) -> None:
+    import psycopg
+
+    from dataharvest import registry
+
+    registry.set_enabled("partner_publisher", False)
+    last_upload = upload(stack, CLIENT, files)
+    assert stack.runner.wait_quiet(3600), stack.runner.status()
+    quiet = time.time()
+    with psycopg.connect(stack.info.database_url) as conn:
+        transformer_runs = runs(conn, CLIENT)
+        (summary,) = conn.execute(
+            "SELECT count(*) FROM etl.portfolio_summary WHERE client_id = %s", (CLIENT,)
+        ).fetchone()
+    print("2. end to end on the full drop, publisher disabled")
+    print(f"  last upload -> choreography quiet: {quiet - last_upload:.1f} s")
+    print(f"  portfolio summary rows: {summary:,}")
+    for name, succeeded, duration in transformer_runs:
+        print(f"  {name}: {succeeded} succeeded run(s), longest {duration / 1000:.2f} s")
+    registry.set_enabled("partner_publisher", True)
+
+
+def bare_sql(conn, module, transformer, day: date) -> None:
+    """The SQL a transformer executes, alone: delete its output, then its statements."""
+    from dataharvest.transformers import publisher
+    from dataharvest.transformers.plan import BULK_JOINS
+
+    with conn.transaction():
+        for table in transformer.output_tables:
+            conn.execute(
+                f"DELETE FROM {table} WHERE client_id = %s AND business_date = %s", (CLIENT, day)
+            )
+        if transformer.writes_quality_issues:
+            conn.execute(
+                "DELETE FROM audit.data_quality_issues WHERE client_id = %s "
+                "AND business_date = %s AND transformer = %s",
+                (CLIENT, day, transformer.name),
+            )
+        if module is publisher:
+            # The statement only: its settled check reads the metastore, which is runtime work.
+            conn.execute(BULK_JOINS)
+            conn.execute(publisher.MESSAGES, {"client_id": CLIENT, "business_date": day})
+        else:
+            module.apply(conn, CLIENT, day)
+
+
+def through_runtime(transformer, entry) -> None:
+    """One run through the transformer runtime, forced by a replay id."""
+    from dataharvest import metastore
+    from dataharvest.catapult.decide import watched_versions
+    from dataharvest.transformers import runtime
+    from dataharvest.work import WorkMessage
+
+    item = metastore.get_item(CLIENT, DAY)
+    message = WorkMessage(
+        client_id=CLIENT,
+        business_date=DAY,
+        transformer=transformer.name,
+        action="APPLY",
+        input_versions=watched_versions(entry, item),
+        replay=uuid.uuid4().hex,
+    )
+    result = runtime.run(transformer, message)
+    assert result.outcome == "succeeded", result
+
+
+def per_transformer(stack, repeat: int) -> None:
+    import psycopg
+
+    from dataharvest import registry
+    from dataharvest.transformers import deposits, publisher, relationships, tax, transactions
+
+    day = date(int(DAY[:4]), int(DAY[4:6]), int(DAY[6:]))
+    print(f"3. per transformer: median of {repeat}, bare SQL vs runtime.run (same SQL)")
+    with psycopg.connect(stack.info.database_url, autocommit=True) as conn:
+        for module in (relationships, deposits, transactions, tax, publisher):
+            transformer = replace(module.TRANSFORMER, after_commit=None)
+            entry = registry.get(transformer.name)
+            bare_times, runtime_times = [], []
+            for _ in range(repeat):
+                bare_times.append(seconds(partial(bare_sql, conn, module, transformer, day)))
+                runtime_times.append(seconds(partial(through_runtime, transformer, entry)))
+            b, r = statistics.median(bare_times), statistics.median(runtime_times)
+            print(
+                f"  {transformer.name:<26} bare {b:7.2f} s   runtime {r:7.2f} s   ratio {r / b:.2f}"
+            )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--portfolios", type=int, default=100_000)
+    parser.add_argument("--transactions", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--e2e-portfolios", type=int, default=200)
+    parser.add_argument("--e2e-transactions", type=int, default=2_000)
+    args = parser.parse_args()
+
+    from dataharvest import config, metastore
+    from dataharvest.local.stack import LocalStack
+
+    home = Path(tempfile.mkdtemp(prefix="bench-transformers-"))
+    started = time.perf_counter()
+    (home / "small").mkdir()
+    (home / "full").mkdir()
+    small = generate(home / "small", args.e2e_portfolios, args.e2e_transactions)
+    full = generate(home / "full", args.portfolios, args.transactions)
+    print(
+        f"generated {args.portfolios:,} portfolios, {args.transactions:,} transactions "
+        f"(and the small drop) in {time.perf_counter() - started:.1f} s"
+    )
+    stack = LocalStack(home)
+    info = stack.start()
+    os.environ.update(info.client_environment())
+    os.environ["DATAHARVEST_HOME"] = str(home)
+    config.settings.cache_clear()
+    metastore.table.cache_clear()
+    try:
+        end_to_end_to_queue(stack, small)
+        end_to_end_summaries(stack, full)
+        per_transformer(stack, args.repeat)
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
