@@ -9,8 +9,8 @@ from deploy_stacks import SIZES, Packaged, package_all
 
 
 @pytest.fixture(scope="session")
-def packaged() -> dict[str, Packaged]:
-    return package_all()
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Packaged]:
+    return package_all(tmp_path_factory.mktemp("deploy-workspace"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -4,6 +4,10 @@ Packaging needs Node.js (osls and its plugins from `scripts/install-node-deps.sh
 fixture runs when node_modules is stale) and wheels for Lambda's platform (downloaded once into
 build/lambda-wheels; later runs use only that folder). No AWS endpoint is contacted: the
 credentials are placeholders and nothing in `osls package` needs them.
+
+Packaging runs in a copy of what it reads (a workspace per test session), never in the work
+tree: concurrent runs cannot clobber each other's .serverless/, and no local leftovers
+(__pycache__, egg-info, build/) reach the zips.
 """
 
 from __future__ import annotations
@@ -121,8 +125,29 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _package(osls: Path, directory: Path, env: dict[str, str]) -> Packaged:
-    shutil.rmtree(directory / ".serverless", ignore_errors=True)
+_NOT_COPIED = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", ".serverless", "*.egg-info", "build", "node_modules", ".*cache"
+)
+_COPIED_FILES = (
+    "serverless.yml",
+    "serverless.common.yml",
+    "requirements.txt",
+    "requirements-lambda.txt",
+    "package.json",
+    "package-lock.json",
+)
+
+
+def _workspace(target: Path) -> None:
+    """The files `osls package` reads, laid out as in the repository, with node_modules linked."""
+    for name in _COPIED_FILES:
+        shutil.copy2(REPO / name, target / name)
+    for folder in ("shared", "services"):
+        shutil.copytree(REPO / folder, target / folder, ignore=_NOT_COPIED)
+    (target / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
+
+
+def _package(osls: Path, directory: Path, name: str, env: dict[str, str]) -> Packaged:
     started = time.monotonic()
     result = subprocess.run(
         [str(osls), "package", "--stage", STAGE, "--region", REGION],
@@ -135,7 +160,7 @@ def _package(osls: Path, directory: Path, env: dict[str, str]) -> Packaged:
     log = result.stdout + result.stderr + f"\n[packaged in {time.monotonic() - started:.1f} s]"
     if result.returncode != 0:
         raise RuntimeError(f"osls package failed in {directory}:\n{log}")
-    packaged = _load(directory)
+    packaged = _load(directory, name)
     packaged.log = log
     return packaged
 
@@ -144,10 +169,10 @@ def _package(osls: Path, directory: Path, env: dict[str, str]) -> Packaged:
 SIZES: list[tuple[str, str, int, int]] = []
 
 
-def _load(directory: Path) -> Packaged:
+def _load(directory: Path, name: str) -> Packaged:
     out = directory / ".serverless"
     template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
-    packaged = Packaged(stack_name(directory), directory, template, log="(reused)")
+    packaged = Packaged(name, directory, template, log="(reused)")
     for logical, resource in template["Resources"].items():
         if resource["Type"] == "AWS::Lambda::Function":
             key = resource["Properties"]["Code"]["S3Key"]
@@ -155,19 +180,28 @@ def _load(directory: Path) -> Packaged:
     return packaged
 
 
-def package_all() -> dict[str, Packaged]:
-    """Every stack, packaged (two at a time: the machine has two cores).
+def package_all(workspace: Path) -> dict[str, Packaged]:
+    """Every stack, packaged in `workspace` (two at a time: the machine has two cores).
 
-    DATAHARVEST_DEPLOY_REUSE=1 reuses what an earlier run left in each .serverless/ (a
-    developer's loop on the checks themselves; CI never sets it).
+    DATAHARVEST_DEPLOY_DIR=<folder> packages there instead, and reuses what it finds there on
+    the next run (a developer's loop on the checks themselves; CI never sets it).
     """
-    if os.environ.get("DATAHARVEST_DEPLOY_REUSE") == "1":
-        return {stack_name(d): _load(d) for d in stack_directories()}
+    stacks = {stack_name(d): d.relative_to(REPO) for d in stack_directories()}
+    reuse = os.environ.get("DATAHARVEST_DEPLOY_DIR")
+    if reuse:
+        workspace = Path(reuse).resolve()
+        if (workspace / ".serverless").is_dir():
+            return {name: _load(workspace / rel, name) for name, rel in stacks.items()}
+        workspace.mkdir(parents=True, exist_ok=True)
     osls = _osls()
     _ensure_wheelhouse()
+    _workspace(workspace)
     env = _environment()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda d: _package(osls, d, env), stack_directories()))
+        jobs = [
+            pool.submit(_package, osls, workspace / rel, name, env) for name, rel in stacks.items()
+        ]
+        results = [job.result() for job in jobs]
     return {p.name: p for p in results}
 
 

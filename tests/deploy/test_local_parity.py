@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from deploy_stacks import REPO, Packaged
+from deploy_stacks import Packaged
 
 from dataharvest.local import slsconfig
 from dataharvest.local.provision import ORDER, Provisioner, Stack
@@ -27,9 +27,8 @@ QUEUE_ATTRIBUTES = (
 
 
 def _local(provisioner: Provisioner, packaged: Packaged) -> Stack:
-    directory = packaged.directory
-    file = REPO / "serverless.yml" if directory == REPO else directory / "serverless.yml"
-    return provisioner.stacks[slsconfig.load(file).service]
+    # The packaged copy holds the same serverless.yml, so the same service name.
+    return provisioner.stacks[slsconfig.load(packaged.directory / "serverless.yml").service]
 
 
 def _check_queue(provisioner: Provisioner, local: Stack, logical: str, props: dict) -> list[str]:
