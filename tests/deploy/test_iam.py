@@ -31,29 +31,48 @@ POLICY_TYPES = {
     "AWS::SQS::QueuePolicy": lambda p: [p["PolicyDocument"]],
     "AWS::S3::BucketPolicy": lambda p: [p["PolicyDocument"]],
     "AWS::SNS::TopicPolicy": lambda p: [p["PolicyDocument"]],
+    "AWS::KMS::Key": lambda p: [p["KeyPolicy"]],
 }
 
 
-def _statements(packaged: dict[str, Packaged]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _statements(
+    packaged: dict[str, Packaged],
+) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """(where, statement, is a KMS key policy) for every statement of every policy."""
     for stack in packaged.values():
         for logical, resource in stack.resources.items():
             documents = POLICY_TYPES.get(resource["Type"])
+            key_policy = resource["Type"] == "AWS::KMS::Key"
             for document in documents(resource["Properties"]) if documents else []:
                 statements = document["Statement"]
                 for i, statement in enumerate(
                     statements if isinstance(statements, list) else [statements]
                 ):
-                    yield f"{stack.name}/{logical}/Statement[{i}]", statement
+                    yield f"{stack.name}/{logical}/Statement[{i}]", statement, key_policy
 
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def violations(where: str, statement: dict[str, Any]) -> list[str]:
-    """What is too broad in one statement (Deny statements may be as broad as they like)."""
+def _is_account_root(principal: Any) -> bool:
+    arn = principal.get("AWS") if isinstance(principal, dict) else None
+    parts = arn.get("Fn::Join", [None, []])[1] if isinstance(arn, dict) else []
+    return parts[:1] == ["arn:aws:iam::"] and parts[-1:] == [":root"]
+
+
+def violations(where: str, statement: dict[str, Any], key_policy: bool = False) -> list[str]:
+    """What is too broad in one statement (Deny statements may be as broad as they like).
+
+    In a KMS key policy, Resource "*" means the key itself, and `kms:*` for the account root is
+    AWS's default statement that hands the key's administration to IAM policies.
+    """
     if statement.get("Effect") != "Allow":
         return []
+    if key_policy:
+        statement = {**statement, "Resource": "arn:this-key"}
+        if statement.get("Action") == "kms:*" and _is_account_root(statement.get("Principal")):
+            return []
     found = []
     if "NotAction" in statement or "NotResource" in statement:
         found.append(f"{where}: Allow with NotAction/NotResource")
@@ -70,13 +89,13 @@ def violations(where: str, statement: dict[str, Any]) -> list[str]:
 
 
 def test_no_wildcard_actions_or_resources(packaged: dict[str, Packaged]) -> None:
-    found = [v for where, statement in _statements(packaged) for v in violations(where, statement)]
+    found = [v for where, st, key in _statements(packaged) for v in violations(where, st, key)]
     assert not found, "\n".join(found)
 
 
 def test_every_function_role_is_checked(packaged: dict[str, Packaged]) -> None:
     """The walk above sees the role of every function (inline statements, not only ARNs)."""
-    walked = {where.split("/Statement")[0] for where, _ in _statements(packaged)}
+    walked = {where.split("/Statement")[0] for where, _, _ in _statements(packaged)}
     for stack in packaged.values():
         for logical, function in stack.of_type("AWS::Lambda::Function").items():
             role = function["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -96,6 +115,29 @@ def test_every_function_role_is_checked(packaged: dict[str, Packaged]) -> None:
 )
 def test_the_walker_itself(statement: dict[str, Any], expected: int) -> None:
     assert len(violations("t", statement)) == expected
+
+
+ROOT = {"AWS": {"Fn::Join": ["", ["arn:aws:iam::", {"Ref": "AWS::AccountId"}, ":root"]]}}
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ({"Effect": "Allow", "Principal": ROOT, "Action": "kms:*", "Resource": "*"}, 0),
+        ({"Effect": "Allow", "Principal": {"Service": "x"}, "Action": "kms:*", "Resource": "*"}, 1),
+        (
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "x"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+            },
+            0,
+        ),
+    ],
+)
+def test_the_walker_on_key_policies(statement: dict[str, Any], expected: int) -> None:
+    assert len(violations("t", statement, key_policy=True)) == expected
 
 
 def _allowed(role: dict[str, Any]) -> list[tuple[set[str], list[Any]]]:

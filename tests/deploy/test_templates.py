@@ -98,7 +98,13 @@ def test_root_stack_shared_infrastructure(packaged: dict[str, Packaged]) -> None
     assert root.resources["ResultQueue"]["Properties"]["FifoQueue"] is True
     assert root.resources["PersistenceQueue"]["Properties"]["RedrivePolicy"]
     assert _queue_alarms(root, "PersistenceDeadLetterQueue")
-    assert root.of_type("AWS::SNS::Topic")
+    topic = root.resources["AlarmTopic"]["Properties"]
+    key = root.resources[topic["KmsMasterKeyId"]["Ref"]]["Properties"]
+    assert any(  # CloudWatch alarms can publish to the encrypted topic
+        s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+        and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(s["Action"])
+        for s in key["KeyPolicy"]["Statement"]
+    )
 
     proxy = root.resources["DatabaseProxy"]["Properties"]
     assert proxy["RequireTLS"] is True and proxy["EngineFamily"] == "POSTGRESQL"

@@ -32,6 +32,7 @@ CLOUD_ONLY = {
     "AWS::EC2::SecurityGroup",
     "AWS::EC2::SecurityGroupEgress",
     "AWS::EC2::SecurityGroupIngress",
+    "AWS::KMS::Key",
     "AWS::Lambda::EventSourceMapping",
 }
 # Creation order: what others point at comes first (DLQs before queues, queues before bucket).
