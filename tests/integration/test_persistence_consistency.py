@@ -8,6 +8,7 @@ so the stack's runner never races them; the others go through S3 events and the 
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import os
@@ -405,3 +406,20 @@ def test_handler_fails_only_the_record_with_a_transient_error(db, client_id, qui
     assert handler.handler(event, context) == {"batchItemFailures": [{"itemIdentifier": "broken"}]}
     assert statuses(db, client_id)[0][0] == "loaded"
     assert bucket()  # the landing bucket was never touched by this test
+
+
+def test_csv_and_csv_gz_of_a_day_are_one_input(db, client_id, quiet_bucket) -> None:
+    plain_key = key(client_id, "accounts")
+    gzip_key = key(client_id, "accounts", suffix=".csv.gz")
+    put_quiet(quiet_bucket, plain_key, accounts_file(1))
+    load_upload(quiet_bucket, plain_key)
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=quiet_bucket, Key=gzip_key, Body=gzip.compress(accounts_file(3).encode()))
+    assert load_upload(quiet_bucket, gzip_key).rows_loaded == 3  # replaces the .csv version
+    s3.delete_object(Bucket=quiet_bucket, Key=plain_key)
+    # The current version came from the .gz key: deleting the other key retracts nothing.
+    assert load_upload(quiet_bucket, plain_key, "ObjectRemoved:Delete").source_key == gzip_key
+    assert len(raw_rows(db, "accounts", client_id)) == 3
+    assert lineage(db, "accounts", client_id) == {
+        (BUSINESS_DATE, gzip_key, s3.head_object(Bucket=quiet_bucket, Key=gzip_key)["VersionId"])
+    }
