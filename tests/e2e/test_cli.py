@@ -86,3 +86,20 @@ def test_run_the_example_drop_prints_the_metastore_table(home):
             assert item["partition_key"] == client
             assert item["client_persisted"] is True
             assert item["relationship_transformer_done"] is True
+
+
+@pytest.mark.skipif(not EXAMPLES.exists(), reason="examples/ not present")
+def test_remove_retracts_the_input_and_what_derives_from_it(home):
+    client = example_clients()[0]
+    day = sorted(p.name for p in (EXAMPLES / client).glob("accounts_*.csv"))[-1]
+    date = day.removeprefix("accounts_").removesuffix(".csv")
+    result = cli(home, "remove", day, "--client", client, "--json")
+    assert result.returncode == 0, result.stderr
+    items = {i["sort_key"]: i for i in json.loads(result.stdout[result.stdout.index("[") :])}
+    assert items[date]["account_persisted"] is False
+    assert items[date]["relationship_transformer_done"] is False
+    export = cli(
+        home, "export", "portfolio-summary", "--client", client, "--date", date, "--format", "json"
+    )
+    assert export.returncode == 0, export.stderr
+    assert json.loads(export.stdout) == []

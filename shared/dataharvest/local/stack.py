@@ -134,11 +134,10 @@ class LocalStack:
         endpoint_url = os.environ.get("AWS_ENDPOINT_URL")
         fresh_aws = not endpoint_url
         if fresh_aws:
-            from moto.server import ThreadedMotoServer
+            from dataharvest.local.aws import start_moto_server
 
             port = free_port()
-            self.moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-            self.moto_server.start()
+            self.moto_server = start_moto_server(port)
             endpoint_url = f"http://127.0.0.1:{port}"
         os.environ.update(LOCAL_CREDENTIALS)
         migrate.upgrade(database_url)
