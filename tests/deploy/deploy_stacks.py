@@ -57,6 +57,7 @@ class Packaged:
     template: dict[str, Any]
     log: str
     zips: dict[str, Path] = field(default_factory=dict)  # function logical id -> artifact
+    without_network: bool = False  # packaged in a network namespace with no interface up
 
     @property
     def resources(self) -> dict[str, Any]:
@@ -147,10 +148,18 @@ def _workspace(target: Path) -> None:
     (target / "node_modules").symlink_to(REPO / "node_modules", target_is_directory=True)
 
 
+def network_isolation() -> list[str]:
+    """`unshare --net` where it works (root, as in CI): packaging that tried to reach any
+    network would then fail instead of passing on a machine that happens to be online."""
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    return ["unshare", "--net"] if probe.returncode == 0 else []
+
+
 def _package(osls: Path, directory: Path, name: str, env: dict[str, str]) -> Packaged:
     started = time.monotonic()
+    isolation = network_isolation() if shutil.which("unshare") else []
     result = subprocess.run(
-        [str(osls), "package", "--stage", STAGE, "--region", REGION],
+        [*isolation, str(osls), "package", "--stage", STAGE, "--region", REGION],
         cwd=directory,
         env=env,
         capture_output=True,
@@ -162,6 +171,7 @@ def _package(osls: Path, directory: Path, name: str, env: dict[str, str]) -> Pac
         raise RuntimeError(f"osls package failed in {directory}:\n{log}")
     packaged = _load(directory, name)
     packaged.log = log
+    packaged.without_network = bool(isolation)
     return packaged
 
 

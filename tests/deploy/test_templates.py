@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from deploy_stacks import (
     UNZIPPED_LIMIT,
     ZIPPED_LIMIT,
     Packaged,
+    network_isolation,
     package_sizes,
     stack_directories,
     stack_name,
@@ -73,6 +75,12 @@ def _function_alarms(stack: Packaged, function: str, metric: str) -> list[dict[s
 def test_every_stack_is_discovered_and_packaged(packaged: dict[str, Packaged]) -> None:
     assert set(packaged) == {stack_name(d) for d in stack_directories()}
     assert "root" in packaged and "persistence" in packaged
+
+
+def test_packaging_ran_without_network(packaged: dict[str, Packaged]) -> None:
+    if not shutil.which("unshare") or not network_isolation():
+        pytest.skip("unshare --net is not permitted here (not root): offline not enforced")
+    assert all(p.without_network for p in packaged.values() if p.log != "(reused)")
 
 
 def test_root_stack_shared_infrastructure(packaged: dict[str, Packaged]) -> None:
