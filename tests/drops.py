@@ -9,7 +9,6 @@ import json
 from collections import Counter
 from datetime import date
 from typing import Any
-from urllib.parse import quote_plus
 
 import reference
 from hypothesis import strategies as st
@@ -145,26 +144,11 @@ def key(client_id: str, day: str, entity: str) -> str:
 
 
 def delete_upload(stack_info: Any, object_key: str) -> None:
-    """Delete an uploaded key as a partner would.
-
-    moto creates the delete marker in the versioned landing bucket but sends no notification
-    for it, where AWS sends s3:ObjectRemoved:DeleteMarkerCreated; so the event AWS would send
-    is delivered to the persistence queue here. (Persistence treats any event as a hint and
-    re-reads S3, so should the local stack start sending it, the duplicate changes nothing.)
-    """
+    """Delete an uploaded key as a partner would (the delete marker notifies persistence)."""
     import boto3
 
     bucket = stack_info.export("LandingBucketName")
     boto3.client("s3").delete_object(Bucket=bucket, Key=object_key)
-    sqs = boto3.client("sqs")
-    queue_url = sqs.get_queue_url(QueueName=stack_info.export("PersistenceQueueName"))["QueueUrl"]
-    event = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "eventName": "ObjectRemoved:DeleteMarkerCreated",
-        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(object_key)}},
-    }
-    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"Records": [event]}))
 
 
 def expected(files: dict[str, bytes]) -> reference.Outputs:
