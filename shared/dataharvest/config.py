@@ -20,6 +20,7 @@ class Settings:
     region: str
     database_url: str | None
     database_secret_arn: str | None
+    database_host: str | None  # overrides the secret's host: the RDS Proxy endpoint
     metastore_table: str
     landing_bucket: str
     result_queue_url: str | None
@@ -44,6 +45,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-west-1",
         database_url=env.get("DATABASE_URL") or None,
         database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
+        database_host=env.get("DATABASE_HOST") or None,
         metastore_table=env.get("METASTORE_TABLE") or resource_name(stage, "metastore"),
         landing_bucket=env.get("LANDING_BUCKET") or resource_name(stage, "landing"),
         result_queue_url=env.get("RESULT_QUEUE_URL") or None,

@@ -17,14 +17,14 @@ _connection: psycopg.Connection | None = None
 
 
 @lru_cache(maxsize=4)
-def _secret_database_url(secret_arn: str) -> str:
+def _secret_database_url(secret_arn: str, host: str | None = None) -> str:
     # In the cloud the URL lives in Secrets Manager (rotated there); read once per cold start.
     import boto3
 
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
     value = json.loads(secret["SecretString"])
     return (
-        f"postgresql://{value['username']}:{value['password']}@{value['host']}:"
+        f"postgresql://{value['username']}:{value['password']}@{host or value['host']}:"
         f"{value.get('port', 5432)}/{value.get('dbname', 'dataharvest')}?sslmode=require"
     )
 
@@ -34,7 +34,7 @@ def database_url(config: Settings | None = None) -> str:
     if config.database_url:
         return config.database_url
     if config.database_secret_arn:
-        return _secret_database_url(config.database_secret_arn)
+        return _secret_database_url(config.database_secret_arn, config.database_host)
     raise RuntimeError("no database configured: set DATABASE_URL or DATABASE_SECRET_ARN")
 
 

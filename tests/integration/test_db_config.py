@@ -1,0 +1,50 @@
+"""In the cloud the database URL comes from the Secrets Manager secret, with the host replaced by
+the RDS Proxy endpoint when DATABASE_HOST is set (checked against the local AWS endpoint)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import boto3
+import pytest
+
+from dataharvest import db
+from dataharvest.config import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def secret_arn(local_stack) -> str:
+    secret = {
+        "username": "app",
+        "password": "s3cret",
+        "host": "db-instance.internal",
+        "port": 5432,
+        "dbname": "dataharvest",
+    }
+    response = boto3.client("secretsmanager").create_secret(
+        Name=f"dataharvest-test-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(secret)
+    )
+    return response["ARN"]
+
+
+def test_url_from_the_secret_uses_the_proxy_endpoint_when_given(secret_arn):
+    direct = load_settings({"DATABASE_SECRET_ARN": secret_arn})
+    proxied = load_settings(
+        {"DATABASE_SECRET_ARN": secret_arn, "DATABASE_HOST": "proxy.endpoint.internal"}
+    )
+    assert db.database_url(direct) == (
+        "postgresql://app:s3cret@db-instance.internal:5432/dataharvest?sslmode=require"
+    )
+    assert db.database_url(proxied) == (
+        "postgresql://app:s3cret@proxy.endpoint.internal:5432/dataharvest?sslmode=require"
+    )
+
+
+def test_database_url_wins_over_the_secret(secret_arn):
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://local/db", "DATABASE_SECRET_ARN": secret_arn}
+    )
+    assert db.database_url(settings) == "postgresql://local/db"
