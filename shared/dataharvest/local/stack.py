@@ -145,13 +145,14 @@ class LocalStack:
             # The embedded AWS side starts empty, so the data that mirrors it starts empty too;
             # per-client settings (config schema) are kept.
             with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute(
-                    "TRUNCATE raw.clients, raw.portfolios, raw.accounts, raw.transactions, "
-                    "audit.file_loads, audit.rejections, audit.data_quality_issues, "
-                    "audit.transformer_runs, etl.portfolio_links, etl.portfolio_deposits, "
-                    "etl.portfolio_transaction_counts, etl.client_tax_summary, "
-                    "etl.partner_messages"
-                )
+                # Every table of the data schemas, so later migrations are covered too.
+                tables = conn.execute(
+                    "SELECT format('%I.%I', table_schema, table_name) "
+                    "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+                    "AND table_schema IN ('raw', 'etl', 'audit')"
+                ).fetchall()
+                if tables:
+                    conn.execute("TRUNCATE " + ", ".join(t[0] for t in tables))
         self.provisioner = Provisioner(endpoint_url=endpoint_url, region=self.region)
         root = slsconfig.load(slsconfig.root_file(), self.stage, self.region)
         self.provisioner.provision(root)
