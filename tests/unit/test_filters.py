@@ -17,6 +17,7 @@ import json
 from decimal import Decimal
 
 import pytest
+
 from dataharvest.filters import FilterPatternError, matches, validate
 
 # A DynamoDB stream record shaped like the ones our pipeline consumes.
