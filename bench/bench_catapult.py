@@ -130,14 +130,21 @@ def end_to_end(n: int) -> None:
                             f"bench_{k}_version": "v1",
                         }
                     )
-            assert stack.runner.wait_quiet(600, settle=0.2)
+            assert stack.runner.wait_quiet(600)
             elapsed = time.perf_counter() - started
             got = int(
                 sqs.get_queue_attributes(
                     QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
                 )["Attributes"]["ApproximateNumberOfMessages"]
             )
-            assert got == n, (got, n)
+            if got != n:
+                sinks = {
+                    q: sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["All"])["Attributes"][
+                        "ApproximateNumberOfMessages"
+                    ]
+                    for q in sqs.list_queues(QueueNamePrefix="bench-sink")["QueueUrls"]
+                }
+                raise AssertionError(f"{got} of {n} work messages arrived: {sinks}")
             print(f"  {count:>3} transformers: {n / elapsed:>8,.0f} records/s end to end")
     finally:
         stack.stop()

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from dataharvest.local.instances import FunctionSpec, InvokeError, Worker
-from dataharvest.local.mappings import Activity, Mapping, SqsMapping, StreamMapping
+from dataharvest.local.mappings import (
+    IDLE_BACKOFF_MAX_S,
+    Activity,
+    Mapping,
+    SqsMapping,
+    StreamMapping,
+)
 from dataharvest.local.provision import Provisioner, Stack
 
 
@@ -172,6 +178,9 @@ class Runner:
 
     def wait_quiet(self, timeout: float = 300.0, settle: float = 0.6) -> bool:
         """Block until nothing is in flight and every mapping saw empty sources twice in a row."""
+        # The settle interval must outlast the longest idle poll wait, or a record that lands
+        # just after a mapping's empty poll could go unseen.
+        settle = max(settle, 2 * IDLE_BACKOFF_MAX_S)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             first = self.status()
