@@ -9,6 +9,7 @@ re-trigger it when they change (`watch`). Each transformer service ships its ent
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -149,7 +150,7 @@ class RegistryCache:
 
     ttl_s: float = REGISTRY_TTL_S
     entries: list[TransformerEntry] = field(default_factory=list)
-    loaded_at: float = float("-inf")
+    loaded_at: float = -math.inf  # never loaded
 
     def current(self) -> list[TransformerEntry]:
         if time.monotonic() - self.loaded_at > self.ttl_s:
