@@ -1,13 +1,24 @@
-"""The embedded AWS endpoint: moto's server on loopback, with one gap closed.
+"""The embedded AWS endpoint: moto's server on loopback, with two gaps closed.
 
-moto 5 sends no S3 notification when a delete on a versioned bucket creates a delete marker
-(AWS sends `s3:ObjectRemoved:DeleteMarkerCreated`). Our landing bucket is versioned, so without
-this every `dataharvest remove` would go unnoticed locally. The patch adds the event; it
-touches moto's backend class in this process only.
+1. moto 5 sends no S3 notification when a delete on a versioned bucket creates a delete marker
+   (AWS sends `s3:ObjectRemoved:DeleteMarkerCreated`). Our landing bucket is versioned, so
+   without this every `dataharvest remove` would go unnoticed locally.
+2. moto's SQS queue costs time proportional to the messages it holds on every send: each send
+   reads `Queue.attributes` four times, which counts the visible, in-flight and delayed
+   messages (two clock reads per message), and a FIFO queue then scans every held message for
+   the deduplication id. At the ~120,000 messages one large drop publishes, one send took
+   seconds. The patch computes the counts only when they are asked for and keeps a FIFO
+   queue's deduplication ids in an index that, like AWS, remembers an id for five minutes even
+   after its message was deleted.
+
+The patches touch moto's classes in this process only.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
 from typing import Any
 
 
@@ -43,11 +54,135 @@ def _notify_delete_markers() -> None:
     models.S3Backend.delete_object = delete_object
 
 
+# AWS: "any messages sent with the same message deduplication ID are accepted successfully but
+# aren't delivered during the 5-minute deduplication interval".
+DEDUPLICATION_INTERVAL_MS = 5 * 60 * 1000
+
+_MESSAGE_COUNTS = {
+    "approximate_number_of_messages",
+    "approximate_number_of_messages_delayed",
+    "approximate_number_of_messages_not_visible",
+}
+_deferring_counts = threading.local()
+
+
+class _Deferred:
+    """Stands in for a message count while moto builds a queue's attribute dict."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class LazyQueueAttributes(dict):
+    """A queue's attributes whose message counts are computed when read, not when built.
+
+    moto reads `attributes.get("ContentBasedDeduplication")` several times per send; only
+    GetQueueAttributes reads the counts.
+    """
+
+    def __init__(self, queue: Any, attributes: dict[str, Any]) -> None:
+        super().__init__(attributes)
+        self._queue = queue
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if isinstance(value, _Deferred):
+            return getattr(self._queue, value.name)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        return default
+
+    def __iter__(self):  # a non-dict iterator makes dict(self) go through __getitem__
+        return iter(list(dict.keys(self)))
+
+    def items(self):  # type: ignore[override]
+        return [(key, self[key]) for key in self]
+
+    def values(self):  # type: ignore[override]
+        return [self[key] for key in self]
+
+    def copy(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self.items()) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _fast_sqs_queues() -> None:
+    from moto.sqs import models
+
+    queue_class = models.Queue
+    if getattr(queue_class.add_message, "dataharvest_patched", False):
+        return
+    original_add = queue_class.add_message
+    original_attributes = queue_class.attributes.fget
+
+    for name in _MESSAGE_COUNTS:
+        count = getattr(queue_class, name).fget
+
+        def deferred_count(self: Any, _count=count, _name=name) -> Any:
+            if getattr(_deferring_counts, "active", False):
+                return _Deferred(_name)
+            return _count(self)
+
+        setattr(queue_class, name, property(deferred_count))
+
+    def attributes(self: Any) -> dict[str, Any]:
+        _deferring_counts.active = True
+        try:
+            built = original_attributes(self)
+        finally:
+            _deferring_counts.active = False
+        return LazyQueueAttributes(self, built)
+
+    def add_message(self: Any, message: Any) -> None:
+        # moto's own Lambda event source mappings hang off add_message; we run none, but
+        # should someone, moto's path stays intact.
+        if not self.fifo_queue or not message.deduplication_id or self.lambda_event_source_mappings:
+            return original_add(self, message)
+        with self._messages_lock:
+            seen = self.__dict__.setdefault("dataharvest_deduplication", {})
+            now = message.sent_timestamp or time.time() * 1000
+            first = seen.get(message.deduplication_id)
+            if first is not None and now - first < DEDUPLICATION_INTERVAL_MS:
+                return
+            if len(seen) > 1024 and len(seen) % 1024 == 0:
+                # Forget expired ids now and then, so the index stays as large as 5 minutes.
+                expired = [k for k, sent in seen.items() if now - sent >= DEDUPLICATION_INTERVAL_MS]
+                for key in expired:
+                    del seen[key]
+            seen[message.deduplication_id] = now
+            self._messages.append(message)
+            self._messages_lock.notify_all()
+
+    slow_clock = models.unix_time_millis
+
+    def unix_time_millis(dt: Any = None) -> float:
+        # moto's clock builds two datetimes per call and is read twice per held message when
+        # counting; the wall clock in milliseconds is the same value, ~10x cheaper.
+        return time.time() * 1000.0 if dt is None else slow_clock(dt)
+
+    add_message.dataharvest_patched = True  # type: ignore[attr-defined]
+    queue_class.add_message = add_message
+    queue_class.attributes = property(attributes)
+    models.unix_time_millis = unix_time_millis
+    # Building the attribute dict converts ~18 names per read, ~3 ms per send: a pure function.
+    models.camelcase_to_underscores = functools.lru_cache(maxsize=256)(
+        models.camelcase_to_underscores
+    )
+
+
 def start_moto_server(port: int):
     """Start moto's server on 127.0.0.1:port in this process; returns it (call .stop())."""
     from moto.server import ThreadedMotoServer
 
     _notify_delete_markers()
+    _fast_sqs_queues()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server
