@@ -212,8 +212,10 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
             rows = conn.execute(UNPUBLISHED, (message.client_id, day, SEND_CHUNK)).fetchall()
             for start in range(0, len(rows), SQS_BATCH):
                 _send_batch(sqs, queue_url, message, attributes, rows[start : start + SQS_BATCH])
+            # clock_timestamp(), not now(): the time the chunk was sent, not the time the
+            # transaction began.
             conn.execute(
-                "UPDATE etl.partner_messages SET published_at = now() "
+                "UPDATE etl.partner_messages SET published_at = clock_timestamp() "
                 "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
                 (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
             )
