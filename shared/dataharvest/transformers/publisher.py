@@ -25,6 +25,7 @@ retraction message, and messages already on the queue cannot be recalled.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -55,6 +56,10 @@ UPSTREAM = (
 SQS_BATCH = 10
 # Messages sent and marked published per transaction: progress survives a timeout.
 SEND_CHUNK = 1000
+# SendMessageBatch calls in flight at once. Sending is bound by the round trip, not by CPU.
+# Within one run every message key appears once, so the order of messages inside a chunk
+# carries no meaning; runs (and so revisions of one key) are still sent one after another.
+SEND_CONCURRENCY = 4
 
 # The deduplication id of revision `revision` of a message; `m` is the row being revised.
 _DEDUP = """encode(sha256(convert_to(concat_ws(E'\\x1f', {m}.message_type, {m}.client_id,
@@ -191,7 +196,7 @@ def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
 
 
 def send(conn: psycopg.Connection, message: WorkMessage) -> None:
-    """Send the messages of this client and date not yet on the result queue, in order.
+    """Send the messages of this client and date not yet on the result queue.
 
     Idempotent and resumable: each chunk is marked published in the transaction that sent it,
     so a retry (after a timeout or a crash) continues where it stopped, and a chunk re-sent
@@ -206,21 +211,46 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
         "client_id": {"DataType": "String", "StringValue": message.client_id},
         "business_date": {"DataType": "String", "StringValue": message.business_date},
     }
-    while True:
-        with conn.transaction():
-            # FOR UPDATE: a concurrent run replacing these rows waits until they are sent.
-            rows = conn.execute(UNPUBLISHED, (message.client_id, day, SEND_CHUNK)).fetchall()
-            for start in range(0, len(rows), SQS_BATCH):
-                _send_batch(sqs, queue_url, message, attributes, rows[start : start + SQS_BATCH])
-            # clock_timestamp(), not now(): the time the chunk was sent, not the time the
-            # transaction began.
-            conn.execute(
-                "UPDATE etl.partner_messages SET published_at = clock_timestamp() "
-                "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
-                (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
-            )
-        if len(rows) < SEND_CHUNK:
-            return
+    with ThreadPoolExecutor(SEND_CONCURRENCY, thread_name_prefix="publish") as pool:
+        while True:
+            with conn.transaction():
+                # FOR UPDATE: a concurrent run replacing these rows waits until they are sent.
+                rows = conn.execute(UNPUBLISHED, (message.client_id, day, SEND_CHUNK)).fetchall()
+                batches = [rows[i : i + SQS_BATCH] for i in range(0, len(rows), SQS_BATCH)]
+                _send_all(pool, sqs, queue_url, message, attributes, batches)
+                # clock_timestamp(), not now(): the time the chunk was sent, not the time the
+                # transaction began.
+                conn.execute(
+                    "UPDATE etl.partner_messages SET published_at = clock_timestamp() "
+                    "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
+                    (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
+                )
+            if len(rows) < SEND_CHUNK:
+                return
+
+
+def _send_all(
+    pool: ThreadPoolExecutor,
+    sqs,
+    queue_url: str,
+    message: WorkMessage,
+    attributes: dict,
+    batches: list[list],
+) -> None:
+    """Send a chunk's batches concurrently; the first failure fails the chunk.
+
+    Batches already sent when another fails are sent again on the retry with the same
+    deduplication ids, which the FIFO queue swallows."""
+    futures = [
+        pool.submit(_send_batch, sqs, queue_url, message, attributes, batch) for batch in batches
+    ]
+    try:
+        for future in futures:
+            future.result()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
 
 
 def _send_batch(sqs, queue_url: str, message: WorkMessage, attributes: dict, batch: list) -> None:
