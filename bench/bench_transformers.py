@@ -10,12 +10,13 @@ folder) and generates the four files of a drop (one portfolio in five shares an 
 
 1. End to end to the result queue, on a small drop (`--e2e-*`, its own client): upload the
    four files, wait until quiet; the time from the last upload to the last message sent to
-   the result queue (`published_at` of the publisher's last chunk), and the queue's count.
-   Small, because moto's FIFO queue slows down with every message it holds (it scans them all
-   to deduplicate each send); a full-size drop's 120,000 messages would measure moto.
-2. End to end on the full drop with the publisher disabled in the registry: the time from the
-   last upload until the choreography is quiet (persistence of the four files and the four
-   summary transformers).
+   the result queue (`published_at` of the publisher's last chunk: the clock right after its
+   last SendMessageBatch), and the queue's count.
+2. The same on the full drop, every service: last upload -> last message on the result queue,
+   with when each file was persisted, when each transformer was last done, and the
+   publisher's compute and send times. The queue's message count must equal the messages
+   marked published. (moto's FIFO queue needs dataharvest.local.aws's patch for this: without
+   it each send costs time proportional to the messages held.)
 3. Per transformer on the full drop, `--repeat` times each, alternating: the bare SQL it
    executes (DELETE of its previous output + its statements, in one transaction) and a run
    through the transformer runtime (`runtime.run` with a replay work message: metastore check,
@@ -154,26 +155,145 @@ def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
         print(f"  {name}: {succeeded} succeeded run(s), longest {duration / 1000:.2f} s")
 
 
-def end_to_end_summaries(stack, files: dict[str, Path]) -> None:
+def end_to_end_full(stack, files: dict[str, Path]) -> None:
+    """The full drop through every service, publisher included, with where the time went."""
+    import boto3
     import psycopg
 
-    from dataharvest import registry
+    from dataharvest.transformers import publisher
 
-    registry.set_enabled("partner_publisher", False)
     last_upload = upload(stack, CLIENT, files)
     assert stack.runner.wait_quiet(3600), stack.runner.status()
-    quiet = time.time()
     with psycopg.connect(stack.info.database_url) as conn:
-        transformer_runs = runs(conn, CLIENT)
-        (summary,) = conn.execute(
-            "SELECT count(*) FROM etl.portfolio_summary WHERE client_id = %s", (CLIENT,)
+        loads = conn.execute(
+            "SELECT entity, extract(epoch FROM finished_at), rows_loaded FROM audit.file_loads "
+            "WHERE client_id = %s AND is_current ORDER BY finished_at",
+            (CLIENT,),
+        ).fetchall()
+        finished = dict(
+            conn.execute(
+                "SELECT transformer, extract(epoch FROM max(finished_at)) "
+                "FROM audit.transformer_runs WHERE client_id = %s AND outcome = 'succeeded' "
+                "GROUP BY 1",
+                (CLIENT,),
+            ).fetchall()
+        )
+        publisher_run = conn.execute(
+            "SELECT duration_ms, rows_written FROM audit.transformer_runs "
+            "WHERE client_id = %s AND transformer = 'partner_publisher' "
+            "AND outcome = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
+            (CLIENT,),
         ).fetchone()
-    print("2. end to end on the full drop, publisher disabled")
-    print(f"  last upload -> choreography quiet: {quiet - last_upload:.1f} s")
-    print(f"  portfolio summary rows: {summary:,}")
+        count, unsent, first_sent, last_sent = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE published_at IS NULL), "
+            "extract(epoch FROM min(published_at)), extract(epoch FROM max(published_at)) "
+            "FROM etl.partner_messages WHERE client_id = %s",
+            (CLIENT,),
+        ).fetchone()
+        (published_everywhere,) = conn.execute(
+            "SELECT count(*) FROM etl.partner_messages WHERE published_at IS NOT NULL"
+        ).fetchone()
+        transformer_runs = runs(conn, CLIENT)
+    # The queue holds the small drop's messages too; nothing consumes it during the bench.
+    queued = int(
+        boto3.client("sqs").get_queue_attributes(
+            QueueUrl=stack.info.export("ResultQueueUrl"),
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]["ApproximateNumberOfMessages"]
+    )
+    assert unsent == 0 and queued == published_everywhere, (unsent, queued, published_everywhere)
+    last_sent, first_sent = float(last_sent), float(first_sent)
+    print("2. end to end on the full drop, every service")
+    print(f"  last upload -> last message on the result queue: {last_sent - last_upload:.1f} s")
+    for entity, at, rows in loads:
+        print(f"    {entity:<12} persisted ({rows:,} rows) at +{float(at) - last_upload:.1f} s")
+    for name in sorted(finished, key=finished.get):
+        print(f"    {name:<26} last done at +{float(finished[name]) - last_upload:.1f} s")
+    send_seconds = last_sent - float(finished["partner_publisher"])
+    print(
+        f"    publisher: computed {publisher_run[1]:,} messages in "
+        f"{publisher_run[0] / 1000:.1f} s, sent them in {send_seconds:.1f} s "
+        f"({count / max(send_seconds, 1e-9):,.0f} messages/s); first chunk of "
+        f"{publisher.SEND_CHUNK:,} sent at +{first_sent - last_upload:.1f} s"
+    )
+    print(f"  messages of this drop: {count:,}; on the result queue in all: {queued:,}")
+    sample = min(count, 20_000)
+    bare = bare_send_rate(stack, sample)
+    rate = count / max(send_seconds, 1e-9)
+    print(
+        f"  baseline: bare SendMessageBatch of {sample:,} of these messages, "
+        f"{publisher.SEND_CONCURRENCY} in flight, from a process of its own: {bare:,.0f} "
+        f"messages/s; publisher's send rate / baseline: {rate / bare:.2f}"
+    )
     for name, succeeded, duration in transformer_runs:
         print(f"  {name}: {succeeded} succeeded run(s), longest {duration / 1000:.2f} s")
-    registry.set_enabled("partner_publisher", True)
+
+
+def bare_send(queue_url: str, client_id: str, count: int, concurrency: int) -> None:
+    """Baseline, run in a process of its own (like a function instance): the first `count` of
+    the drop's messages sent to `queue_url` with plain boto3 SendMessageBatch calls,
+    `concurrency` at a time, no database work in the timed part. Prints messages per second."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    import psycopg
+
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT message_type, message_group_id, deduplication_id, body::text "
+            "FROM etl.partner_messages WHERE client_id = %s "
+            "ORDER BY message_type, deduplication_id LIMIT %s",
+            (client_id, count),
+        ).fetchall()
+    attributes = {"client_id": {"DataType": "String", "StringValue": client_id}}
+    batches = [
+        [
+            {
+                "Id": str(i),
+                "MessageBody": body,
+                "MessageGroupId": group,
+                "MessageDeduplicationId": dedup,
+                "MessageAttributes": {
+                    **attributes,
+                    "message_type": {"DataType": "String", "StringValue": kind},
+                },
+            }
+            for i, (kind, group, dedup, body) in enumerate(rows[start : start + 10])
+        ]
+        for start in range(0, len(rows), 10)
+    ]
+    sqs = boto3.client("sqs")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for response in pool.map(
+            lambda entries: sqs.send_message_batch(QueueUrl=queue_url, Entries=entries), batches
+        ):
+            assert not response.get("Failed"), response["Failed"]
+    print(len(rows) / (time.perf_counter() - started))
+
+
+def bare_send_rate(stack, count: int) -> float:
+    """Messages per second of the bare-send baseline against a fresh FIFO queue of the same
+    endpoint, while the stack runs as it did for the publisher."""
+    import subprocess
+
+    import boto3
+
+    from dataharvest.transformers import publisher
+
+    queue_url = boto3.client("sqs").create_queue(
+        QueueName=f"bench-bare-send-{uuid.uuid4().hex[:8]}.fifo",
+        Attributes={"FifoQueue": "true"},
+    )["QueueUrl"]
+    command = [sys.executable, __file__, "--bare-send", queue_url, CLIENT, str(count)]
+    output = subprocess.run(
+        [*command, str(publisher.SEND_CONCURRENCY)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.info.client_environment()},
+    ).stdout
+    return float(output.strip().splitlines()[-1])
 
 
 def bare_sql(conn, module, transformer, day: date) -> None:
@@ -249,7 +369,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--e2e-portfolios", type=int, default=200)
     parser.add_argument("--e2e-transactions", type=int, default=2_000)
+    parser.add_argument("--bare-send", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_send:
+        queue_url, client_id, count, concurrency = args.bare_send
+        bare_send(queue_url, client_id, int(count), int(concurrency))
+        return 0
 
     from dataharvest import config, metastore
     from dataharvest.local.stack import LocalStack
@@ -272,7 +397,7 @@ def main() -> int:
     metastore.table.cache_clear()
     try:
         end_to_end_to_queue(stack, small)
-        end_to_end_summaries(stack, full)
+        end_to_end_full(stack, full)
         per_transformer(stack, args.repeat)
     finally:
         stack.stop()
