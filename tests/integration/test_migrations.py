@@ -61,3 +61,33 @@ def test_upgrade_head_on_an_empty_database_then_round_trip(empty_database):
     with psycopg.connect(empty_database) as conn:
         view = conn.execute("SELECT count(*) FROM etl.portfolio_summary").fetchone()
     assert view == (0,)
+
+
+def unpublished_index(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        (definition,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes "
+            "WHERE schemaname = 'etl' AND indexname = 'partner_messages_unpublished_idx'"
+        ).fetchone()
+    return definition
+
+
+def test_unpublished_messages_index_follows_the_send_order_and_steps_back(empty_database):
+    migrate.upgrade(empty_database)
+    assert "(client_id, business_date, message_type, deduplication_id)" in unpublished_index(
+        empty_database
+    )
+    with psycopg.connect(empty_database) as conn:
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT * FROM etl.partner_messages WHERE client_id = 'c' "
+                "AND business_date = '2024-01-02' AND published_at IS NULL "
+                "ORDER BY message_type, deduplication_id LIMIT 1000 FOR UPDATE"
+            ).fetchall()
+        )
+    assert "Sort" not in plan, plan
+    migrate.downgrade(empty_database, "0002")
+    assert "(client_id, business_date) WHERE" in unpublished_index(empty_database)
+    migrate.upgrade(empty_database)
+    assert "message_type, deduplication_id" in unpublished_index(empty_database)
