@@ -1,4 +1,4 @@
-"""The embedded AWS endpoint: moto's server on loopback, with two gaps closed.
+"""The embedded AWS endpoint: moto's server on loopback, with three gaps closed.
 
 1. moto 5 sends no S3 notification when a delete on a versioned bucket creates a delete marker
    (AWS sends `s3:ObjectRemoved:DeleteMarkerCreated`). Our landing bucket is versioned, so
@@ -10,6 +10,8 @@
    seconds. The patch computes the counts only when they are asked for and keeps a FIFO
    queue's deduplication ids in an index that, like AWS, remembers an id for five minutes even
    after its message was deleted.
+3. moto's server lists its own package folder on disk (a stat per service) twice for every
+   request it routes; the folder does not change while the server runs, so it is listed once.
 
 The patches touch moto's classes in this process only.
 """
@@ -177,12 +179,27 @@ def _fast_sqs_queues() -> None:
     )
 
 
+def _list_moto_modules_once() -> None:
+    from moto import backends
+
+    if getattr(backends.list_of_moto_modules, "dataharvest_patched", False):
+        return
+    modules = tuple(backends.list_of_moto_modules())
+
+    def list_of_moto_modules() -> tuple[str, ...]:
+        return modules
+
+    list_of_moto_modules.dataharvest_patched = True  # type: ignore[attr-defined]
+    backends.list_of_moto_modules = list_of_moto_modules
+
+
 def start_moto_server(port: int):
     """Start moto's server on 127.0.0.1:port in this process; returns it (call .stop())."""
     from moto.server import ThreadedMotoServer
 
     _notify_delete_markers()
     _fast_sqs_queues()
+    _list_moto_modules_once()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server
