@@ -25,6 +25,8 @@ from dataharvest.local.instances import InvokeError, Worker
 IDLE_BACKOFF_MIN_S = 0.02
 IDLE_BACKOFF_MAX_S = 0.25
 SHARD_REFRESH_S = 5.0
+# An SQS receive waits this long for a message (moto re-checks the queue every second).
+SQS_LONG_POLL_S = 1
 # How long a stream mapping waits between retries of a failed batch (AWS backs off similarly).
 STREAM_RETRY_BACKOFF_S = 0.2
 
@@ -71,16 +73,18 @@ class Mapping(threading.Thread):
         finally:
             self.activity.end(failed)
 
+    # True when poll_once itself waits for the source (an SQS long poll): no backoff then.
+    long_polls = False
+
     def run(self) -> None:
-        # Short polls with a backoff while the source stays empty: long polls against moto's
-        # server spin its threads and cost a core with a dozen mappings idling.
+        # Sources that cannot long-poll are polled again after a backoff while they stay empty.
         backoff = IDLE_BACKOFF_MIN_S
         while not self.stop_event.is_set():
             try:
                 found = self.poll_once()
                 self.idle = not found
                 self.error = None
-                if found:
+                if found or self.long_polls:
                     backoff = IDLE_BACKOFF_MIN_S
                 else:
                     self.stop_event.wait(backoff)
@@ -121,11 +125,15 @@ class SqsMapping(Mapping):
         self.report_failures = report_failures
         self.retry_delay_cap = retry_delay_cap
 
+    long_polls = True
+
     def poll_once(self) -> bool:
+        # A long poll, as Lambda's pollers do: the endpoint answers as soon as a message
+        # arrives, and an idle queue costs one request per SQS_LONG_POLL_S.
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(self.batch_size, 10),
-            WaitTimeSeconds=0,
+            WaitTimeSeconds=SQS_LONG_POLL_S,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
