@@ -16,11 +16,14 @@ Messages: one `portfolio_message` per etl.portfolio_summary row, one `client_mes
 etl.client_tax_summary row, one `error_message` per rejection and per data-quality issue.
 Decimals are strings holding the exact NUMERIC value. MessageGroupId is the client id; the
 deduplication id is a digest of (type, client, date, key, content digest, revision), where the
-revision counts changes of that key's content (etl.partner_message_revisions): an identical
-re-send keeps its id and is swallowed by FIFO deduplication, a corrected message is not.
+revision counts changes of that key's content (etl.partner_message_revisions). A run sends only
+the revisions not sent before: an unchanged message is recorded as published at its first
+send, however long ago; a corrected message gets a new revision and is sent. (Should a chunk
+be sent twice after a crash, its identical ids are swallowed by FIFO deduplication.)
 
 RETRACT deletes the client's rows for the date and publishes nothing: the contract has no
-retraction message, and messages already on the queue cannot be recalled.
+retraction message, and messages already on the queue cannot be recalled. The revisions keep
+what was sent, so inputs that come back unchanged send nothing again.
 """
 
 from __future__ import annotations
@@ -135,14 +138,17 @@ revised AS (
     ON CONFLICT (client_id, business_date, message_type, message_key) DO UPDATE
        SET revision = r.revision + 1,
            body_sha256 = excluded.body_sha256,
-           deduplication_id = {_DEDUP.format(m="excluded", rev="r.revision + 1")}
+           deduplication_id = {_DEDUP.format(m="excluded", rev="r.revision + 1")},
+           published_at = NULL
        WHERE r.body_sha256 <> excluded.body_sha256
     RETURNING r.message_type, r.message_key, r.deduplication_id
 )
 INSERT INTO etl.partner_messages (client_id, business_date, message_type, message_group_id,
-                                  deduplication_id, body)
+                                  deduplication_id, body, published_at)
 SELECT h.client_id, h.business_date, h.message_type, h.client_id,
-       coalesce(v.deduplication_id, r.deduplication_id), h.body
+       coalesce(v.deduplication_id, r.deduplication_id), h.body,
+       -- An unchanged message already sent is not sent again: it keeps its first send time.
+       CASE WHEN v.deduplication_id IS NULL THEN r.published_at END
 FROM hashed h
 LEFT JOIN revised v USING (message_type, message_key)
 -- Keys whose content is unchanged are not in `revised`; the statement's snapshot still shows
@@ -159,6 +165,20 @@ WHERE client_id = %s AND business_date = %s AND published_at IS NULL
 ORDER BY message_type, deduplication_id
 LIMIT %s
 FOR UPDATE
+"""
+
+# Marks a sent chunk: clock_timestamp(), the time it was sent, not the transaction's start.
+# The revision remembers the same time, so an unchanged message is not sent again.
+MARK_SENT = """
+WITH sent AS (
+    UPDATE etl.partner_messages SET published_at = clock_timestamp()
+    WHERE client_id = %(c)s AND business_date = %(d)s AND deduplication_id = ANY(%(ids)s)
+    RETURNING client_id, business_date, deduplication_id, published_at
+)
+UPDATE etl.partner_message_revisions r SET published_at = s.published_at
+FROM sent s
+WHERE r.client_id = s.client_id AND r.business_date = s.business_date
+  AND r.deduplication_id = s.deduplication_id AND r.published_at IS NULL
 """
 
 _registry = registry.RegistryCache()
@@ -218,13 +238,8 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
                 rows = conn.execute(UNPUBLISHED, (message.client_id, day, SEND_CHUNK)).fetchall()
                 batches = [rows[i : i + SQS_BATCH] for i in range(0, len(rows), SQS_BATCH)]
                 _send_all(pool, sqs, queue_url, message, attributes, batches)
-                # clock_timestamp(), not now(): the time the chunk was sent, not the time the
-                # transaction began.
-                conn.execute(
-                    "UPDATE etl.partner_messages SET published_at = clock_timestamp() "
-                    "WHERE client_id = %s AND business_date = %s AND deduplication_id = ANY(%s)",
-                    (message.client_id, day, [dedup for _, _, dedup, _ in rows]),
-                )
+                sent = [dedup for _, _, dedup, _ in rows]
+                conn.execute(MARK_SENT, {"c": message.client_id, "d": day, "ids": sent})
             if len(rows) < SEND_CHUNK:
                 return
 
