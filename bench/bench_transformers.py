@@ -184,11 +184,14 @@ def end_to_end_full(stack, files: dict[str, Path]) -> None:
             "AND outcome = 'succeeded' ORDER BY finished_at DESC LIMIT 1",
             (CLIENT,),
         ).fetchone()
-        count, unsent, first_sent, last_sent = conn.execute(
+        count, unsent, first_sent, last_sent, sent_by_last_run = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE published_at IS NULL), "
-            "extract(epoch FROM min(published_at)), extract(epoch FROM max(published_at)) "
+            "extract(epoch FROM min(published_at)), extract(epoch FROM max(published_at)), "
+            "count(*) FILTER (WHERE published_at >= ("
+            "  SELECT max(finished_at) FROM audit.transformer_runs WHERE client_id = %s"
+            "  AND transformer = 'partner_publisher' AND outcome = 'succeeded')) "
             "FROM etl.partner_messages WHERE client_id = %s",
-            (CLIENT,),
+            (CLIENT, CLIENT),
         ).fetchone()
         (published_everywhere,) = conn.execute(
             "SELECT count(*) FROM etl.partner_messages WHERE published_at IS NOT NULL"
@@ -210,16 +213,16 @@ def end_to_end_full(stack, files: dict[str, Path]) -> None:
     for name in sorted(finished, key=finished.get):
         print(f"    {name:<26} last done at +{float(finished[name]) - last_upload:.1f} s")
     send_seconds = last_sent - float(finished["partner_publisher"])
+    rate = sent_by_last_run / max(send_seconds, 1e-9)
     print(
-        f"    publisher: computed {publisher_run[1]:,} messages in "
-        f"{publisher_run[0] / 1000:.1f} s, sent them in {send_seconds:.1f} s "
-        f"({count / max(send_seconds, 1e-9):,.0f} messages/s); first chunk of "
-        f"{publisher.SEND_CHUNK:,} sent at +{first_sent - last_upload:.1f} s"
+        f"    publisher's last run: computed {publisher_run[1]:,} messages in "
+        f"{publisher_run[0] / 1000:.1f} s, sent the {sent_by_last_run:,} not sent before in "
+        f"{send_seconds:.1f} s ({rate:,.0f} messages/s); the drop's first chunk of "
+        f"{publisher.SEND_CHUNK:,} was sent at +{first_sent - last_upload:.1f} s"
     )
     print(f"  messages of this drop: {count:,}; on the result queue in all: {queued:,}")
     sample = min(count, 20_000)
     bare = bare_send_rate(stack, sample)
-    rate = count / max(send_seconds, 1e-9)
     print(
         f"  baseline: bare SendMessageBatch of {sample:,} of these messages, "
         f"{publisher.SEND_CONCURRENCY} in flight, from a process of its own: {bare:,.0f} "
