@@ -126,8 +126,18 @@ def runs(conn, client_id: str) -> list[tuple]:
     ).fetchall()
 
 
-def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
+def result_queue_count(stack) -> int:
     import boto3
+
+    return int(
+        boto3.client("sqs").get_queue_attributes(
+            QueueUrl=stack.info.export("ResultQueueUrl"),
+            AttributeNames=["ApproximateNumberOfMessages"],
+        )["Attributes"]["ApproximateNumberOfMessages"]
+    )
+
+
+def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
     import psycopg
 
     last_upload = upload(stack, E2E_CLIENT, files)
@@ -139,12 +149,7 @@ def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
             (E2E_CLIENT,),
         ).fetchone()
         transformer_runs = runs(conn, E2E_CLIENT)
-    queued = int(
-        boto3.client("sqs").get_queue_attributes(
-            QueueUrl=stack.info.export("ResultQueueUrl"),
-            AttributeNames=["ApproximateNumberOfMessages"],
-        )["Attributes"]["ApproximateNumberOfMessages"]
-    )
+    queued = result_queue_count(stack)
     assert queued == count, (queued, count)
     print("1. end to end to the result queue (small drop)")
     print(
@@ -157,7 +162,6 @@ def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
 
 def end_to_end_full(stack, files: dict[str, Path]) -> None:
     """The full drop through every service, publisher included, with where the time went."""
-    import boto3
     import psycopg
 
     from dataharvest.transformers import publisher
@@ -198,12 +202,7 @@ def end_to_end_full(stack, files: dict[str, Path]) -> None:
         ).fetchone()
         transformer_runs = runs(conn, CLIENT)
     # The queue holds the small drop's messages too; nothing consumes it during the bench.
-    queued = int(
-        boto3.client("sqs").get_queue_attributes(
-            QueueUrl=stack.info.export("ResultQueueUrl"),
-            AttributeNames=["ApproximateNumberOfMessages"],
-        )["Attributes"]["ApproximateNumberOfMessages"]
-    )
+    queued = result_queue_count(stack)
     assert unsent == 0 and queued == published_everywhere, (unsent, queued, published_everywhere)
     last_sent, first_sent = float(last_sent), float(first_sent)
     print("2. end to end on the full drop, every service")

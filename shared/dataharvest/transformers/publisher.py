@@ -28,8 +28,10 @@ what was sent, so inputs that come back unchanged send nothing again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
+from functools import partial
 from typing import Any
 
 import boto3
@@ -237,7 +239,7 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
                 # FOR UPDATE: a concurrent run replacing these rows waits until they are sent.
                 rows = conn.execute(UNPUBLISHED, (message.client_id, day, SEND_CHUNK)).fetchall()
                 batches = [rows[i : i + SQS_BATCH] for i in range(0, len(rows), SQS_BATCH)]
-                _send_all(pool, sqs, queue_url, message, attributes, batches)
+                _send_all(pool, partial(_send_batch, sqs, queue_url, message, attributes), batches)
                 sent = [dedup for _, _, dedup, _ in rows]
                 conn.execute(MARK_SENT, {"c": message.client_id, "d": day, "ids": sent})
             if len(rows) < SEND_CHUNK:
@@ -245,20 +247,13 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
 
 
 def _send_all(
-    pool: ThreadPoolExecutor,
-    sqs,
-    queue_url: str,
-    message: WorkMessage,
-    attributes: dict,
-    batches: list[list],
+    pool: ThreadPoolExecutor, send_batch: Callable[[list], None], batches: list[list]
 ) -> None:
     """Send a chunk's batches concurrently; the first failure fails the chunk.
 
     Batches already sent when another fails are sent again on the retry with the same
     deduplication ids, which the FIFO queue swallows."""
-    futures = [
-        pool.submit(_send_batch, sqs, queue_url, message, attributes, batch) for batch in batches
-    ]
+    futures = [pool.submit(send_batch, batch) for batch in batches]
     try:
         for future in futures:
             future.result()
