@@ -323,11 +323,50 @@ def cmd_config(args: argparse.Namespace) -> int:
             elif args.action == "set-max-reject-ratio":
                 ratio = settings.set_max_reject_ratio(conn, args.client, args.ratio)
                 console.print(f"{args.client}: max_reject_ratio {ratio}")
+            elif args.action == "set-retention":
+                days = settings.set_retention_days(conn, args.client, args.days)
+                console.print(f"{args.client}: raw inputs kept {days} days after their date")
         except ValueError as error:
             raise SystemExit(f"dataharvest config {args.action}: {error}") from None
         current = settings.get_settings(conn, args.client).as_dict()
     if args.action == "show":
         print(json.dumps(current, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from dataharvest import db
+    from dataharvest.local import client
+    from dataharvest.persistence.retention import apply_retention
+
+    today = None
+    if args.as_of:
+        from datetime import date
+
+        digits = _yyyymmdd(args.as_of)
+        today = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    client.ensure_stack(home())
+    with db.connect() as conn:
+        expired = apply_retention(conn, today, args.client)
+    if expired:
+        _wait_quiet(client.running_stack(home()), "retention")
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "client_id": e.client_id,
+                        "entity": e.entity,
+                        "business_date": e.business_date.isoformat(),
+                        "retention_days": e.retention_days,
+                    }
+                    for e in expired
+                ],
+                indent=2,
+            )
+        )
+    else:
+        console.print(f"{len(expired)} input(s) expired and retracted")
     return 0
 
 
@@ -438,9 +477,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ratio.add_argument("--client", required=True)
     ratio.add_argument("ratio", metavar="RATIO", help="between 0 and 1, e.g. 0.10")
+    keep = csub.add_parser("set-retention", help="days raw inputs are kept after their date")
+    keep.add_argument("--client", required=True)
+    keep.add_argument("days", metavar="DAYS", help="whole days, default 400")
     show = csub.add_parser("show", help="a client's settings as JSON")
     show.add_argument("--client", required=True)
     config.set_defaults(func=cmd_config)
+
+    retention = sub.add_parser("retention", help="age raw inputs out by business date")
+    rsub = retention.add_subparsers(dest="action", required=True)
+    rapply = rsub.add_parser(
+        "apply", help="retract inputs past their client's retention, drop their partitions"
+    )
+    rapply.add_argument("--as-of", help="the day to count from (default: today)")
+    rapply.add_argument("--client", help="only this client's inputs (default: every client)")
+    rapply.add_argument("--json", action="store_true")
+    retention.set_defaults(func=cmd_retention)
 
     dead = sub.add_parser("dlq", help="the persistence dead-letter queue")
     dsub = dead.add_subparsers(dest="action", required=True)

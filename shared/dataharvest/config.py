@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_MAX_REJECT_RATIO = "0.10"
+# Raw inputs are kept this many days after their business date (`dataharvest retention`).
+DEFAULT_RETENTION_DAYS = 400
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def test_dlq_list_and_redrive(client_id, capsys, db, stack_info, wait_quiet) -> 
     object_key = key(client_id, "accounts")
     version = put(object_key, accounts_file(2))
     wait_quiet()
-    db.execute("DELETE FROM raw.accounts WHERE client_id = %s", (client_id,))
+    db.execute("DELETE FROM raw_store.accounts WHERE client_id = %s", (client_id,))
     db.execute("DELETE FROM audit.file_loads WHERE client_id = %s", (client_id,))
     # A delivery that failed maxReceiveCount times, as the queue's redrive policy leaves it.
     sqs.send_message(QueueUrl=dlq_url, MessageBody=s3_event(object_key, "ObjectCreated:Put"))

@@ -20,6 +20,7 @@ import psycopg
 from dataharvest.local import slsconfig
 from dataharvest.local.provision import Provisioner
 from dataharvest.local.runner import Runner
+from dataharvest.persistence import storage
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -153,6 +154,7 @@ class LocalStack:
                 ).fetchall()
                 if tables:
                     conn.execute("TRUNCATE " + ", ".join(t[0] for t in tables))
+                storage.drop_all(conn)
         self.provisioner = Provisioner(endpoint_url=endpoint_url, region=self.region)
         root = slsconfig.load(slsconfig.root_file(), self.stage, self.region)
         self.provisioner.provision(root)

@@ -15,32 +15,33 @@ The metastore is written after the commit, from the committed state (see publish
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg
 from psycopg import sql
-from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, UniqueViolation
+from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, DataError
 
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
-from dataharvest.persistence import source, validate
+from dataharvest.persistence import fastpath, source, storage, validate
 from dataharvest.persistence.exceptions import FileRejected, UnroutableKey
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.records import (
     LoadRecord,
     current_load,
-    delete_input_rows,
+    delete_rejections,
     lock_input,
     record_load,
     record_unroutable,
+    reserve_load_id,
     seen_unchanged,
 )
 from dataharvest.persistence.routing import CLIENT_ID, Route, route
 from dataharvest.persistence.settings import ClientSettings, get_settings
 from dataharvest.persistence.staging import (
     STAGING,
-    Staged,
     copy_fallback,
     copy_fast,
     create_staging,
@@ -50,6 +51,18 @@ from dataharvest.schemas import ENTITIES, Entity
 # Test-only fault injection: called with "before_commit" inside the load transaction and
 # "after_commit" between the commit and the metastore write; raising there simulates a crash.
 FaultHook = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StagedLoad:
+    """A version's rows in its leaf (not attached yet), and what became of the file's rows."""
+
+    header: HeaderMap
+    leaf: storage.Leaf
+    rows_total: int  # records in the file, malformed ones included
+    rows_loaded: int
+    sha256: str
+    path: str  # "plain" (straight into the leaf) or "staged" (validated from a staging table)
 
 
 def load_upload(
@@ -71,6 +84,7 @@ def load_upload(
         _record_unroutable(conn or shared_connection(), bucket, key, event_name, error)
         return None
     conn = conn or shared_connection()
+    storage.ensure_parents(conn, target.entity, target.business_date, target.client_id)
     with conn.transaction():
         lock_input(conn, target)
         current = current_load(conn, target)
@@ -94,10 +108,7 @@ def _reconcile(
 ) -> LoadRecord | None:
     if obj is None:
         if current and current.source_key == key and current.status != "retracted":
-            delete_input_rows(conn, target)
-            record = record_load(
-                conn, target, key=key, version=None, sha256=None, status="retracted"
-            )
+            record = retract(conn, target, key=key, reason=None)
             logger.info("input retracted", extra=_log(target, record))
             return record
         return current  # deleted before it was loaded, or replaced from another key
@@ -111,6 +122,15 @@ def _reconcile(
     return _load_version(conn, target, obj, current, settings)
 
 
+def retract(conn: psycopg.Connection, target: Route, *, key: str, reason: str | None) -> LoadRecord:
+    """The input has no rows any more (its object was deleted, or its date expired)."""
+    storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
+    delete_rejections(conn, target)
+    return record_load(
+        conn, target, key=key, version=None, sha256=None, status="retracted", reason=reason
+    )
+
+
 def _load_version(
     conn: psycopg.Connection,
     target: Route,
@@ -119,58 +139,56 @@ def _load_version(
     settings: ClientSettings,
 ) -> LoadRecord | None:
     entity = ENTITIES[target.entity]
+    load_id = reserve_load_id(conn)
     try:
-        header, staged, sha256 = _stage(conn, obj, target, entity, settings)
+        staged = _stage(conn, obj, target, entity, settings, load_id)
     except FileRejected as rejection:
-        return _reject_file(conn, target, obj, current, settings, rejection.reason)
-    if _same_content(current, obj, sha256, settings):
-        conn.execute(sql.SQL("DROP TABLE {}").format(STAGING))
-        return _unchanged(conn, target, obj, sha256, current)
+        return _reject_file(conn, target, obj, current, settings, load_id, rejection.reason)
+    if _same_content(current, obj, staged.sha256, settings):
+        storage.drop_leaf(conn, staged.leaf)
+        return _unchanged(conn, target, obj, staged.sha256, current)
+    return _commit(conn, target, obj, load_id, staged, settings)
 
-    conn.execute(validate.create_rejects())
-    delete_input_rows(conn, target)
-    loaded, duplicates = _insert_rows(conn, target, obj, entity, header)
-    if loaded + duplicates < staged.rows:
-        # Some rows broke rules: find which and why (a clean file never pays for this scan).
-        conn.execute(validate.insert_rule_rejects(entity, header))
-    rejected = staged.rows - loaded
+
+def _commit(
+    conn: psycopg.Connection,
+    target: Route,
+    obj: source.ObjectVersion,
+    load_id: int,
+    staged: StagedLoad,
+    settings: ClientSettings,
+) -> LoadRecord:
+    """Make the staged version current, or reject it whole over the client's threshold."""
+    delete_rejections(conn, target)
+    rows = staged.rows_total
+    rejected = rows - staged.rows_loaded
     ratio = settings.max_reject_ratio
-    if staged.rows and Decimal(rejected) / staged.rows > ratio:
+    common = {
+        "load_id": load_id,
+        "key": obj.key,
+        "version": obj.version,
+        "sha256": staged.sha256,
+        "rows_total": rows,
+        "rows_rejected": rejected,
+        "ignored_columns": staged.header.ignored,
+    }
+    day, client = target.business_date, target.client_id
+    if rows and Decimal(rejected) / rows > ratio:
         # Over the client's threshold the file is rejected whole: nothing of it stays loaded.
-        delete_input_rows(conn, target)
+        storage.drop_leaf(conn, staged.leaf)
+        storage.swap(conn, target.entity, day, client, None, [])
         reason = (
-            f"{rejected} of {staged.rows} rows rejected ({Decimal(rejected) / staged.rows:.1%}), "
+            f"{rejected} of {rows} rows rejected ({Decimal(rejected) / rows:.1%}), "
             f"more than this client's max_reject_ratio {ratio}"
         )
         _store_rejections(conn, target, obj, whole_file_reason=reason)
-        record = record_load(
-            conn,
-            target,
-            key=obj.key,
-            version=obj.version,
-            sha256=sha256,
-            status="rejected",
-            rows_total=staged.rows,
-            rows_rejected=rejected,
-            reason=reason,
-            ignored_columns=header.ignored,
-        )
+        record = record_load(conn, target, status="rejected", reason=reason, **common)
         logger.warning("file rejected", extra=_log(target, record))
         return record
+    storage.swap(conn, target.entity, day, client, load_id, [staged.leaf])
     _store_rejections(conn, target, obj)
-    record = record_load(
-        conn,
-        target,
-        key=obj.key,
-        version=obj.version,
-        sha256=sha256,
-        status="loaded",
-        rows_total=staged.rows,
-        rows_loaded=loaded,
-        rows_rejected=rejected,
-        ignored_columns=header.ignored,
-    )
-    logger.info("file loaded", extra={**_log(target, record), "malformed": staged.malformed})
+    record = record_load(conn, target, status="loaded", rows_loaded=staged.rows_loaded, **common)
+    logger.info("file loaded", extra={**_log(target, record), "path": staged.path})
     return record
 
 
@@ -180,17 +198,74 @@ def _stage(
     target: Route,
     entity: Entity,
     settings: ClientSettings,
-) -> tuple[HeaderMap, Staged, str]:
-    """Header checked and body in pg_temp.staging; returns them with the object's hash."""
+    load_id: int,
+) -> StagedLoad:
+    """The file's good rows in a new leaf of load `load_id`, its rejections in pg_temp.rejects."""
     stream = source.SourceStream(obj, target.gzip)
     try:
         header_line, body = source.split_header(stream.chunks())
         header = match_header(parse_header(header_line), entity, settings.aliases(entity.name))
+        plain = fastpath.plan(entity, header)
+        if plain is not None:
+            try:
+                with conn.transaction():
+                    leaf = _new_leaf(conn, target, load_id)
+                    rows = fastpath.copy_plain(conn, leaf, *plain, body)
+                    if _has_duplicates(conn, entity, leaf):
+                        # Rare: the staged path reports each later duplicate exactly.
+                        raise fastpath.NotPlain
+                    storage.finish_leaf(conn, leaf)
+                return StagedLoad(header, leaf, rows, rows, stream.sha256(), "plain")
+            except (fastpath.NotPlain, DataError) as why:
+                logger.info(
+                    "the file needs the staged path",
+                    extra={
+                        **_route_log(target),
+                        "why": str(why).splitlines()[0] if str(why) else type(why).__name__,
+                    },
+                )
+    finally:
+        stream.close()
+    staged_rows, sha256 = _copy_to_staging(conn, obj, target, header)
+    leaf = _new_leaf(conn, target, load_id)
+    conn.execute(validate.create_rejects())
+    loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, False)).rowcount
+    duplicates = 0
+    if _has_duplicates(conn, entity, leaf):
+        # The file repeats a key: keep the first row per key, reject the later ones.
+        conn.execute(sql.SQL("TRUNCATE {}").format(leaf.identifier))
+        loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, True)).rowcount
+        duplicates = conn.execute(validate.insert_duplicate_rejects(entity, header)).rowcount
+    if loaded + duplicates < staged_rows:
+        # Some rows broke rules: find which and why (a clean file never pays for this scan).
+        conn.execute(validate.insert_rule_rejects(entity, header))
+    conn.execute(sql.SQL("DROP TABLE {}").format(STAGING))
+    storage.finish_leaf(conn, leaf)
+    return StagedLoad(header, leaf, staged_rows, loaded, sha256, "staged")
+
+
+def _new_leaf(conn: psycopg.Connection, target: Route, load_id: int) -> storage.Leaf:
+    return storage.create_leaf(conn, target.entity, target.business_date, target.client_id, load_id)
+
+
+def _has_duplicates(conn: psycopg.Connection, entity: Entity, leaf: storage.Leaf) -> bool:
+    row = conn.execute(validate.has_duplicates(entity, leaf.identifier)).fetchone()
+    return bool(row and row[0])
+
+
+def _copy_to_staging(
+    conn: psycopg.Connection, obj: source.ObjectVersion, target: Route, header: HeaderMap
+) -> tuple[int, str]:
+    """The body in pg_temp.staging (COPY, or the record-by-record parser when COPY refuses
+    the file's shape); returns the records staged and the object's hash."""
+    stream = source.SourceStream(obj, target.gzip)
+    try:
+        _, body = source.split_header(stream.chunks())
         try:
             with conn.transaction():
                 create_staging(conn, header.field_count)
                 staged = copy_fast(conn, header.field_count, body)
-            return header, staged, stream.sha256()
+            return staged.rows, stream.sha256()
         except (BadCopyFileFormat, CharacterNotInRepertoire) as error:
             logger.info(
                 "COPY refused the file; parsing it record by record",
@@ -204,34 +279,9 @@ def _stage(
         with conn.transaction():
             create_staging(conn, header.field_count)
             staged = copy_fallback(conn, header.field_count, body)
-        return header, staged, stream.sha256()
+        return staged.rows, stream.sha256()
     finally:
         stream.close()
-
-
-def _insert_rows(
-    conn: psycopg.Connection,
-    target: Route,
-    obj: source.ObjectVersion,
-    entity: Entity,
-    header: HeaderMap,
-) -> tuple[int, int]:
-    """Insert the good rows; returns (rows inserted, later duplicates rejected)."""
-    lineage = {
-        "client_id": target.client_id,
-        "business_date": target.business_date,
-        "source_key": obj.key,
-        "source_version": obj.version,
-    }
-    try:
-        with conn.transaction():
-            insert = validate.insert_raw(entity, header, lineage, dedupe=False)
-            return conn.execute(insert).rowcount, 0
-    except UniqueViolation:
-        # Rare: the file repeats a key. Keep the first row per key, reject the later ones.
-        loaded = conn.execute(validate.insert_raw(entity, header, lineage, dedupe=True)).rowcount
-        duplicates = conn.execute(validate.insert_duplicate_rejects(entity, header)).rowcount
-        return loaded, duplicates
 
 
 def _store_rejections(
@@ -271,6 +321,7 @@ def _reject_file(
     obj: source.ObjectVersion,
     current: LoadRecord | None,
     settings: ClientSettings,
+    load_id: int,
     reason: str,
 ) -> LoadRecord | None:
     """A whole-file rejection: the input is no longer persisted, and the reason is recorded."""
@@ -281,11 +332,13 @@ def _reject_file(
         stream.close()
     if _same_content(current, obj, sha256, settings):
         return _unchanged(conn, target, obj, sha256, current)
-    delete_input_rows(conn, target)
+    storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
+    delete_rejections(conn, target)
     _store_rejections(conn, target, obj, whole_file_reason=reason)
     record = record_load(
         conn,
         target,
+        load_id=load_id,
         key=obj.key,
         version=obj.version,
         sha256=sha256,

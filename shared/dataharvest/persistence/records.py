@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import class_row
 
 from dataharvest.persistence.routing import Route
@@ -66,10 +65,19 @@ def seen_unchanged(conn: psycopg.Connection, target: Route, key: str, version: s
     return row[0] if row else None
 
 
+def reserve_load_id(conn: psycopg.Connection) -> int:
+    """A load id taken before the load's rows are written (they carry it)."""
+    row = conn.execute("SELECT nextval(pg_get_serial_sequence('audit.file_loads', 'load_id'))")
+    value = row.fetchone()
+    assert value is not None
+    return int(value[0])
+
+
 def record_load(
     conn: psycopg.Connection,
     target: Route,
     *,
+    load_id: int | None = None,
     key: str,
     version: str | None,
     sha256: str | None,
@@ -90,12 +98,14 @@ def record_load(
         )
     with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
         record = cur.execute(
-            "INSERT INTO audit.file_loads (client_id, business_date, entity, source_key, "
-            "source_version, content_sha256, status, rows_total, rows_loaded, rows_rejected, "
-            "reason, ignored_columns, is_current) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "INSERT INTO audit.file_loads (load_id, client_id, business_date, entity, "
+            "source_key, source_version, content_sha256, status, rows_total, rows_loaded, "
+            "rows_rejected, reason, ignored_columns, is_current) "
+            "VALUES (coalesce(%s, nextval(pg_get_serial_sequence('audit.file_loads', "
+            "'load_id'))), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             f"RETURNING {COLUMNS}",
             (
+                load_id,
                 target.client_id,
                 target.business_date,
                 target.entity,
@@ -130,16 +140,9 @@ def record_unroutable(
     return inserted.rowcount == 1
 
 
-def delete_input_rows(conn: psycopg.Connection, target: Route) -> None:
-    """Remove the raw rows and rejections of the input, whichever version they came from."""
-    params = (target.client_id, target.business_date)
-    conn.execute(
-        sql.SQL("DELETE FROM {} WHERE client_id = %s AND business_date = %s").format(
-            sql.Identifier("raw", target.entity)
-        ),
-        params,
-    )
+def delete_rejections(conn: psycopg.Connection, target: Route) -> None:
+    """Remove the rejections of the input, whichever version they came from."""
     conn.execute(
         "DELETE FROM audit.rejections WHERE client_id = %s AND business_date = %s AND entity = %s",
-        (*params, target.entity),
+        (target.client_id, target.business_date, target.entity),
     )

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from dataharvest.config import DEFAULT_MAX_REJECT_RATIO
+from dataharvest.config import DEFAULT_MAX_REJECT_RATIO, DEFAULT_RETENTION_DAYS
 from dataharvest.schemas import ENTITIES
 
 
@@ -23,7 +23,10 @@ class ClientSettings:
     client_id: str
     max_reject_ratio: Decimal = Decimal(DEFAULT_MAX_REJECT_RATIO)
     header_aliases: dict[str, dict[str, str]] = field(default_factory=dict)
-    updated_at: datetime | None = None  # None: the client never changed the defaults
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    # When a setting that changes what a file loads as last changed (aliases, ratio); None:
+    # the client never changed them. Retention does not count: it never changes a load.
+    updated_at: datetime | None = None
 
     def aliases(self, entity: str) -> dict[str, str]:
         return self.header_aliases.get(entity, {})
@@ -33,6 +36,7 @@ class ClientSettings:
             "client_id": self.client_id,
             "max_reject_ratio": str(self.max_reject_ratio),
             "header_aliases": self.header_aliases,
+            "retention_days": self.retention_days,
         }
 
 
@@ -43,14 +47,19 @@ def normalize_header(name: str) -> str:
 
 def get_settings(conn: psycopg.Connection, client_id: str) -> ClientSettings:
     row = conn.execute(
-        "SELECT max_reject_ratio, header_aliases, updated_at FROM config.client_settings "
+        "SELECT max_reject_ratio, header_aliases, retention_days, updated_at "
+        "FROM config.client_settings "
         "WHERE client_id = %s",
         (client_id,),
     ).fetchone()
     if row is None:
         return ClientSettings(client_id)
     return ClientSettings(
-        client_id, max_reject_ratio=row[0], header_aliases=row[1], updated_at=row[2]
+        client_id,
+        max_reject_ratio=row[0],
+        header_aliases=row[1],
+        retention_days=row[2],
+        updated_at=row[3],
     )
 
 
@@ -97,6 +106,26 @@ def set_max_reject_ratio(conn: psycopg.Connection, client_id: str, ratio: str) -
         INSERT INTO config.client_settings (client_id, max_reject_ratio) VALUES (%s, %s)
         ON CONFLICT (client_id) DO UPDATE SET
             max_reject_ratio = excluded.max_reject_ratio, updated_at = now()
+        """,
+        (client_id, value),
+    )
+    return value
+
+
+def set_retention_days(conn: psycopg.Connection, client_id: str, days: str) -> int:
+    """Keep this client's raw inputs for `days` days after their business date."""
+    try:
+        value = int(days)
+    except ValueError:
+        raise ValueError(f"{days!r} is not a whole number of days (e.g. 400)") from None
+    if value < 1:
+        raise ValueError(f"retention must be at least 1 day, got {days}")
+    # Not `updated_at`: retention never changes what a file loads as.
+    conn.execute(
+        """
+        INSERT INTO config.client_settings (client_id, retention_days, updated_at)
+        VALUES (%s, %s, 'epoch')
+        ON CONFLICT (client_id) DO UPDATE SET retention_days = excluded.retention_days
         """,
         (client_id, value),
     )

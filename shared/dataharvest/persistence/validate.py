@@ -182,24 +182,18 @@ def unique_key(entity: Entity, header: HeaderMap) -> sql.Composable:
     return _typed(header, entity.unique_column)
 
 
-def insert_raw(
-    entity: Entity, header: HeaderMap, lineage: dict[str, object], dedupe: bool
+def insert_rows(
+    entity: Entity, header: HeaderMap, leaf: sql.Identifier, dedupe: bool
 ) -> sql.Composable:
-    """INSERT ... SELECT of the good rows into raw.<entity>, with lineage.
+    """INSERT ... SELECT of the good staged rows into the load's leaf table.
 
-    Without `dedupe` the table's primary key turns a duplicate into a UniqueViolation (the
-    caller then retries with `dedupe`); that keeps the common case free of a sort.
+    The leaf's defaults supply load_id, client_id and business_date. With `dedupe` only the
+    first row of each within-file key is taken (the caller found duplicates).
     """
     names = [sql.Identifier(c.name) for c in entity.columns]
     typed = [_typed(header, c) for c in entity.columns]
-    target_columns = sql.SQL(", ").join(
-        [sql.Identifier(n) for n in ("client_id", "business_date", "source_key", "source_version")]
-        + [sql.Identifier("line_number"), *names]
-    )
-    selected = sql.SQL(", ").join(
-        [sql.Literal(lineage[n]) for n in ("client_id", "business_date", "source_key")]
-        + [sql.Literal(lineage["source_version"]), LINE, *typed]
-    )
+    target_columns = sql.SQL(", ").join([sql.Identifier("line_number"), *names])
+    selected = sql.SQL(", ").join([LINE, *typed])
     distinct = (
         sql.SQL("DISTINCT ON ({}) ").format(unique_key(entity, header)) if dedupe else sql.SQL("")
     )
@@ -209,7 +203,7 @@ def insert_raw(
         else sql.SQL("")
     )
     return sql.SQL("INSERT INTO {} ({}) SELECT {}{} FROM {} s WHERE {}{}").format(
-        sql.Identifier("raw", entity.name),
+        leaf,
         target_columns,
         distinct,
         selected,
@@ -217,6 +211,24 @@ def insert_raw(
         row_ok(entity, header),
         order,
     )
+
+
+def has_duplicates(entity: Entity, leaf: sql.Identifier) -> sql.Composable:
+    """True when two rows of the leaf share the within-file key.
+
+    Text keys are grouped by a 64-bit hash first (cheaper to hash-aggregate than the text);
+    only a shared hash is checked on the keys themselves.
+    """
+    column = sql.Identifier(entity.unique_column.name)
+    if entity.unique_column.type == "integer":
+        return sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(
+            leaf, column
+        )
+    return sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM {leaf} WHERE hashtextextended({c}, 0) IN ("
+        " SELECT hashtextextended({c}, 0) FROM {leaf} GROUP BY 1 HAVING count(*) > 1)"
+        " GROUP BY {c} HAVING count(*) > 1)"
+    ).format(leaf=leaf, c=column)
 
 
 def insert_duplicate_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:

@@ -7,7 +7,6 @@ from datetime import date
 
 import psycopg
 
-from dataharvest.transformers.plan import BULK_JOINS
 from dataharvest.transformers.runtime import Transformer
 
 # A linked portfolio's account is in that day's accounts file, so every transaction on it is
@@ -31,7 +30,6 @@ WHERE l.client_id = %(client_id)s AND l.business_date = %(business_date)s
 
 def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
     params = {"client_id": client_id, "business_date": business_date}
-    conn.execute(BULK_JOINS)
     return conn.execute(DEPOSITS, params).rowcount
 
 

@@ -41,7 +41,6 @@ from dataharvest import metastore, registry
 from dataharvest.catapult.decide import watched_versions
 from dataharvest.catapult.dispatch import item_as_record
 from dataharvest.config import settings
-from dataharvest.transformers.plan import BULK_JOINS
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
@@ -213,7 +212,6 @@ def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
         # An upstream transformer is still recomputing: its flag update triggers the next run.
         raise StaleWork
     params = {"client_id": client_id, "business_date": business_date}
-    conn.execute(BULK_JOINS)
     return conn.execute(MESSAGES, params).rowcount
 
 

@@ -7,7 +7,6 @@ from datetime import date
 
 import psycopg
 
-from dataharvest.transformers.plan import BULK_JOINS
 from dataharvest.transformers.runtime import Transformer
 
 LINKS = """
@@ -41,7 +40,6 @@ WHERE p.client_id = %(client_id)s AND p.business_date = %(business_date)s
 
 def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
     params = {"client_id": client_id, "business_date": business_date}
-    conn.execute(BULK_JOINS)
     links = conn.execute(LINKS, params).rowcount
     conn.execute(ORPHANS, params)
     return links

@@ -7,7 +7,6 @@ from datetime import date
 
 import psycopg
 
-from dataharvest.transformers.plan import BULK_JOINS
 from dataharvest.transformers.runtime import Transformer
 
 # Two portfolios of a client on the same account must count that account's taxes once, hence
@@ -36,7 +35,6 @@ WHERE c.client_id = %(client_id)s AND c.business_date = %(business_date)s
 
 def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
     params = {"client_id": client_id, "business_date": business_date}
-    conn.execute(BULK_JOINS)
     return conn.execute(TAX_SUMMARY, params).rowcount
 
 

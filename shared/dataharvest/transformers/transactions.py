@@ -8,7 +8,6 @@ from datetime import date
 
 import psycopg
 
-from dataharvest.transformers.plan import BULK_JOINS
 from dataharvest.transformers.runtime import Transformer
 
 COUNTS = """
@@ -42,7 +41,6 @@ WHERE t.client_id = %(client_id)s AND t.business_date = %(business_date)s
 
 def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
     params = {"client_id": client_id, "business_date": business_date}
-    conn.execute(BULK_JOINS)
     counts = conn.execute(COUNTS, params).rowcount
     conn.execute(ORPHANS, params)
     return counts

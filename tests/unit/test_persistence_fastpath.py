@@ -1,0 +1,102 @@
+"""The fast path's line check: it accepts only lines whose typed COPY stores exactly what the
+staged validation would, and sends everything else to the staged path."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dataharvest.persistence import fastpath
+from dataharvest.persistence.header import match_header
+from dataharvest.schemas import DECIMAL_PATTERN, ENTITIES, INTEGER_PATTERN
+
+TRANSACTIONS = ENTITIES["transactions"]
+HEADER = ["record_id", "account_number", "transaction_reference", "amount", "keyword"]
+
+
+def block(entity: str, names: list[str]) -> re.Pattern[bytes]:
+    planned = fastpath.plan(ENTITIES[entity], match_header(names, ENTITIES[entity], {}))
+    assert planned is not None
+    return planned[0]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"1,42,T-1,12.50,DEPOSIT\n",
+        b"1,42,T-1,-12.50,TAX\r\n",
+        b"007,+42,T 1 with spaces inside,0,FEE\n",
+        "1,42,Tø-13,1,DEPOSIT\n".encode(),
+        b"1,42,T-1,999999999999999999999.123456,OTHER_KEYWORD-2\n",
+    ],
+)
+def test_plain_lines_are_accepted(line: bytes) -> None:
+    assert block("transactions", HEADER).fullmatch(line)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b"1,42,T-1,12,5,DEPOSIT\n", "a field too many"),
+        (b'1,42,"T-1",12.50,DEPOSIT\n', "a quote"),
+        (b"1,42, T-1,12.50,DEPOSIT\n", "leading white space (trimmed by the rules)"),
+        (b"1,42,T-1 ,12.50,DEPOSIT\n", "trailing white space"),
+        (b"1,42,T-1,12.50,deposit\n", "a lower-case keyword (upper-cased on load)"),
+        (b"1,42,T-1,12.50,D\xc3\xa9POSIT\n", "non-ASCII keyword"),
+        (b"1,42,T-1,1e3,DEPOSIT\n", "an exponent"),
+        (b"1,42,T-1,.5,DEPOSIT\n", "no digit before the point"),
+        (b"1,42,T-1,5.,DEPOSIT\n", "no digit after the point"),
+        (b"1,42,,12.50,DEPOSIT\n", "a missing required value"),
+        (b"1,1234567890123456789,T-1,1,DEPOSIT\n", "19 digits: maybe out of bigint range"),
+        (b"1,0x1F,T-1,1,DEPOSIT\n", "a hexadecimal integer PostgreSQL would accept"),
+        (b"1,1_000,T-1,1,DEPOSIT\n", "an underscore PostgreSQL would accept"),
+        (b"\n", "a blank line"),
+    ],
+)
+def test_lines_needing_the_staged_path_are_refused(line: bytes, why: str) -> None:
+    assert block("transactions", HEADER).fullmatch(line) is None, why
+
+
+def test_non_negative_and_currency_columns() -> None:
+    accounts = block(
+        "accounts", ["record_id", "account_number", "cash_balance", "currency", "taxes_paid"]
+    )
+    assert accounts.fullmatch(b"1,42,-5.00,EUR,0.00\n")
+    assert accounts.fullmatch(b"1,42,-5.00,EUR,-0.01\n") is None
+    assert accounts.fullmatch(b"1,42,-5.00,EUR,+1\n") is None  # left to the staged rules
+    assert accounts.fullmatch(b"1,42,-5.00,eur,1\n") is None
+
+
+def test_optional_columns_may_be_empty() -> None:
+    clients = block(
+        "clients",
+        ["record_id", "first_name", "last_name", "client_reference", "tax_free_allowance"],
+    )
+    assert clients.fullmatch(b"1,,,C1,0\n")
+    assert clients.fullmatch(b"1,A, ,C1,0\n") is None  # a blank value is trimmed to missing
+
+
+def test_a_field_that_is_no_contract_column_rules_the_fast_path_out() -> None:
+    header = match_header([*HEADER, "comment"], TRANSACTIONS, {})
+    assert fastpath.plan(TRANSACTIONS, header) is None
+
+
+def test_column_order_follows_the_file() -> None:
+    names = ["keyword", "amount", "transaction_reference", "account_number", "record_id"]
+    planned = fastpath.plan(TRANSACTIONS, match_header(names, TRANSACTIONS, {}))
+    assert planned is not None
+    pattern, columns = planned
+    assert columns == names
+    assert pattern.fullmatch(b"DEPOSIT,1.5,T-1,42,1\n")
+    assert pattern.fullmatch(b"1,42,T-1,1.5,DEPOSIT\n") is None
+
+
+@given(st.text(alphabet="0123456789+-._ xe", max_size=8))
+def test_numbers_it_accepts_are_numbers_the_rules_accept(value: str) -> None:
+    line = f"1,{value},T-1,{value},DEPOSIT\n".encode()
+    if block("transactions", HEADER).fullmatch(line):
+        assert re.fullmatch(INTEGER_PATTERN.strip("^$"), value)
+        assert re.fullmatch(DECIMAL_PATTERN.strip("^$"), value)
