@@ -1,18 +1,20 @@
-"""Persistence benchmark: one generated transactions file, end to end through the handler,
-against a bare COPY of the same file and pandas as reference points.
+"""Persistence benchmark: one generated transactions file through the persistence handler,
+against the physical limit: a bare COPY of the same file into a table of its columns with no
+keys and no indexes, on the same server in the same run.
 
-    .venv/bin/python bench/bench_persistence.py              # 1,000,000 rows
-    .venv/bin/python bench/bench_persistence.py --rows 5000000 --no-pandas
+    .venv/bin/python bench/bench_persistence.py                  # 1,000,000 rows, best of 3
+    .venv/bin/python bench/bench_persistence.py --rows 10000000 --repeat 1
 
 Starts its own local stack (embedded PostgreSQL + moto, no services running, state under
-bench/.data/), uploads the file to the landing bucket, and then:
+bench/.data/), uploads the file (once per run, under a new client each time, so every run is
+a real load), and then, alternating with the baseline COPY:
 
 1. invokes services/persistence/handler.py in a fresh child process with the S3 event as SQS
-   delivers it (S3 read, header check, COPY to staging, validation, insert, metastore write),
-   reporting the child's wall time and peak RSS;
-2. COPYs the same file into an empty table with raw.transactions' columns and keys (and into
-   one without keys) from this process;
-3. unless --no-pandas: pandas read_csv + to_sql into an empty table.
+   delivers it (HEAD + streamed GET, header, line check + COPY into the load's leaf, duplicate
+   check, ANALYZE, swap, audit, metastore write), reporting wall time and peak RSS;
+2. the same rows with one extra column, which takes the staged path (COPY into a staging
+   table, the rules as SQL, INSERT into the leaf);
+3. the database's growth per row from the first load (pg_database_size before and after).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "bench" / ".data"
@@ -36,15 +37,10 @@ HEADER = "record_id,account_number,transaction_reference,amount,keyword\n"
 KEYWORDS = ("DEPOSIT", "TAX", "WITHDRAWAL", "FEE")
 COPY_TABLE_DDL = """
 CREATE SCHEMA IF NOT EXISTS bench;
-DROP TABLE IF EXISTS bench.copy_keyed, bench.copy_plain, bench.pandas;
--- raw.transactions itself (columns, types, primary key, index); the lineage columns the file
--- does not have get, as defaults, the very values the handler stores (same row width).
-CREATE TABLE bench.copy_keyed (LIKE raw.transactions INCLUDING ALL);
-ALTER TABLE bench.copy_keyed
-    ALTER client_id SET DEFAULT {client}, ALTER business_date SET DEFAULT '2024-01-02',
-    ALTER source_key SET DEFAULT {key}, ALTER source_version SET DEFAULT {version},
-    ALTER line_number SET DEFAULT 0;
-CREATE TABLE bench.copy_plain (LIKE bench.copy_keyed INCLUDING DEFAULTS);
+DROP TABLE IF EXISTS bench.copy_plain, bench.pandas;
+-- The baseline: the file's columns, typed, no keys, no indexes (the physical limit).
+CREATE TABLE bench.copy_plain (record_id bigint, account_number bigint,
+    transaction_reference text, amount numeric, keyword text);
 """
 
 
@@ -124,6 +120,7 @@ def peak_rss_mb() -> float:
 def bare_copy(url: str, path: Path, table: str) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {table}")
+        conn.execute("CHECKPOINT")
         started = time.perf_counter()
         with conn.cursor() as cur, open(path, "rb") as source:
             columns = HEADER.strip()
@@ -132,6 +129,28 @@ def bare_copy(url: str, path: Path, table: str) -> float:
                 while chunk := source.read(1 << 20):
                     copy.write(chunk)
         return time.perf_counter() - started
+
+
+def run_handler(info, bucket: str, key: str) -> dict:
+    """The persistence handler on one upload, in a fresh child process."""
+    with psycopg.connect(info.database_url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    run = subprocess.run(
+        [sys.executable, __file__, "--child", bucket, key],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=True,
+    )
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outcome["result"] == {"batchItemFailures": []}, outcome
+    return outcome
+
+
+def database_size(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
 def pandas_load(url: str, path: Path) -> float:
@@ -154,7 +173,8 @@ def pandas_load(url: str, path: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--no-pandas", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for each path")
+    parser.add_argument("--pandas", action="store_true", help="also pandas read_csv + to_sql")
     parser.add_argument("--child", nargs=2, metavar=("BUCKET", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -167,6 +187,7 @@ def main() -> None:
 
     started = time.perf_counter()
     path = generate(args.rows)
+    staged_path = with_extra_column(path)
     size_mb = path.stat().st_size / 1e6
     print(
         f"file: {path.name}, {args.rows:,} rows, {size_mb:.0f} MB "
@@ -177,57 +198,87 @@ def main() -> None:
     try:
         os.environ.update(info.client_environment())
         bucket = os.environ["LANDING_BUCKET"]
-        key = f"bench-{int(time.time())}/transactions_20240102.csv"
         s3 = boto3.client("s3")
-        s3.upload_file(str(path), bucket, key)
-        version = s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+        run_id = int(time.time())
+        keys = []
+        for i in range(args.repeat):
+            keys.append(f"bench-{run_id}-{i}/transactions_20240102.csv")
+            s3.upload_file(str(path), bucket, keys[-1])
+        staged_keys = []
+        for i in range(args.repeat):
+            staged_keys.append(f"bench-{run_id}-s{i}/transactions_20240102.csv")
+            s3.upload_file(str(staged_path), bucket, staged_keys[-1])
         with psycopg.connect(info.database_url, autocommit=True) as conn:
-            lineage = {"client": key.split("/")[0], "key": key, "version": version}
-            conn.execute(
-                sql.SQL(COPY_TABLE_DDL).format(**{k: sql.Literal(v) for k, v in lineage.items()})
-            )
-            # Start every run from the same state: no earlier runs' rows in raw.
-            conn.execute("TRUNCATE raw.transactions")
-            conn.execute("CHECKPOINT")
+            conn.execute(COPY_TABLE_DDL)
 
-        run = subprocess.run(
-            [sys.executable, __file__, "--child", bucket, key],
-            capture_output=True,
-            text=True,
-            env=os.environ.copy(),
-            check=True,
-        )
-        outcome = json.loads(run.stdout.strip().splitlines()[-1])
-        assert outcome["result"] == {"batchItemFailures": []}, outcome
+        baseline = [bare_copy(info.database_url, path, "bench.copy_plain")]
+        size_before = database_size(info.database_url)
+        handler = []
+        for i, key in enumerate(keys):
+            outcome = run_handler(info, bucket, key)
+            handler.append(outcome)
+            if i == 0:
+                grown = database_size(info.database_url) - size_before
+            baseline.append(bare_copy(info.database_url, path, "bench.copy_plain"))
+        staged = [run_handler(info, bucket, key) for key in staged_keys]
         with psycopg.connect(info.database_url, autocommit=True) as conn:
-            loaded = conn.execute(
-                "SELECT rows_loaded, rows_rejected, status FROM audit.file_loads "
-                "WHERE source_key = %s AND is_current",
-                (key,),
-            ).fetchone()
-            conn.execute("CHECKPOINT")
-        assert loaded == (args.rows, 0, "loaded"), loaded
+            for key in keys + staged_keys:
+                loaded = conn.execute(
+                    "SELECT rows_loaded, rows_rejected, status FROM audit.file_loads "
+                    "WHERE source_key = %s AND is_current",
+                    (key,),
+                ).fetchone()
+                assert loaded == (args.rows, 0, "loaded"), (key, loaded)
+            leaf = conn.execute(
+                "SELECT pg_total_relation_size(relid) "
+                "FROM pg_partition_tree('raw_store.transactions') WHERE isleaf LIMIT 1"
+            ).fetchone()[0]
 
-        keyed = bare_copy(info.database_url, path, "bench.copy_keyed")
-        plain = bare_copy(info.database_url, path, "bench.copy_plain")
-        handler_s = outcome["seconds"]
+        base = min(baseline)
         rows = args.rows
-        print(f"{'path':<44}{'seconds':>9}{'rows/s':>12}{'ratio':>8}")
+        best = min(handler, key=lambda o: o["seconds"])
+        best_staged = min(staged, key=lambda o: o["seconds"])
+        title = f"path (best of {args.repeat})"
+        print(f"{title:<52}{'seconds':>9}{'rows/s':>12}{'ratio':>8}")
         lines = [
-            ("persistence handler (S3 -> raw, metastore)", handler_s),
-            ("bare COPY into a copy of raw.transactions", keyed),
-            ("bare COPY, same table without indexes", plain),
+            ("bare COPY into a table of the file's columns", base),
+            ("persistence handler, plain file (S3 -> raw, metastore)", best["seconds"]),
+            ("persistence handler, staged path (extra column)", best_staged["seconds"]),
         ]
-        if not args.no_pandas:
+        if args.pandas:
             lines.append(("pandas read_csv + to_sql", pandas_load(info.database_url, path)))
         for label, seconds in lines:
-            print(f"{label:<44}{seconds:>9.2f}{rows / seconds:>12,.0f}{keyed / seconds:>8.2f}")
+            print(f"{label:<52}{seconds:>9.2f}{rows / seconds:>12,.0f}{base / seconds:>8.2f}")
         print(
-            f"ratio = bare COPY (keyed) seconds / path seconds; handler peak RSS "
-            f"{outcome['peak_rss_mb']:.0f} MB"
+            f"ratio = bare COPY seconds / path seconds. Handler peak RSS "
+            f"{best['peak_rss_mb']:.0f} MB (staged {best_staged['peak_rss_mb']:.0f} MB). "
+            f"Storage: database grew {grown / rows:.0f} bytes per row with the first load "
+            f"(its leaf {leaf / rows:.0f} bytes per row; the CSV {path.stat().st_size / rows:.0f})"
+        )
+        print(
+            "all runs (s): baseline "
+            + ", ".join(f"{b:.2f}" for b in baseline)
+            + "; handler "
+            + ", ".join(f"{o['seconds']:.2f}" for o in handler)
+            + "; staged "
+            + ", ".join(f"{o['seconds']:.2f}" for o in staged)
         )
     finally:
         stack.stop()
+
+
+def with_extra_column(path: Path) -> Path:
+    """The same rows with one more field the contract does not know: the staged path."""
+    staged = path.with_name(path.stem + "_extra.csv")
+    if staged.exists():
+        return staged
+    with open(path) as source, open(staged.with_suffix(".tmp"), "w") as out:
+        for line in source:
+            out.write(
+                line.rstrip("\n") + (",comment\n" if line.startswith("record_id") else ",x\n")
+            )
+    staged.with_suffix(".tmp").rename(staged)
+    return staged
 
 
 if __name__ == "__main__":

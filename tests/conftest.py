@@ -17,6 +17,7 @@ from dataharvest.local import slsconfig
 from dataharvest.local.stack import LocalStack, StackInfo
 
 FIXTURE_SERVICES = Path(__file__).parent / "fixtures" / "services"
+CHUNK_BYTES = 64 << 10
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     # Failed SQS messages come back after 1 s instead of the queue's visibility timeout, so
     # retry and dead-letter paths finish within a test (see docs/DECISIONS.md).
     services = slsconfig.service_files() + sorted(FIXTURE_SERVICES.glob("*/serverless.yml"))
+    # Files over 64 KiB load in chunks (persistence/chunks.py), so tests reach that path with
+    # small files; the workers inherit it. Every other test file is smaller.
+    os.environ.setdefault("DATAHARVEST_CHUNK_BYTES", str(CHUNK_BYTES))
     stack = LocalStack(home, retry_delay_cap=1, service_files=services)
     info = stack.start()
     saved = dict(os.environ)
@@ -73,3 +77,17 @@ def wait_quiet(local_stack: LocalStack):
         assert local_stack.runner.wait_quiet(timeout), local_stack.runner.status()
 
     return wait
+
+
+@pytest.fixture(scope="session")
+def quiet_bucket(local_stack: LocalStack) -> str:
+    """A versioned bucket nobody listens to: only the test itself loads from it."""
+    import boto3
+
+    name = f"persistence-direct-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]}
+    )
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name

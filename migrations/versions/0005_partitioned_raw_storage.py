@@ -150,6 +150,7 @@ CREATE TABLE audit.load_chunks (
     byte_start    bigint  NOT NULL,
     byte_end      bigint  NOT NULL,
     first_line    integer NOT NULL,
+    header        jsonb   NOT NULL,  -- the object version and the matched header
     rows_staged   integer,
     rows_rejected integer,
     staged_at     timestamptz,

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dataharvest.catapult import dispatch_record
+from dataharvest.deadline import guarded
 from dataharvest.observability import logger, metrics, tracer
 from dataharvest.registry import RegistryCache
 
@@ -30,5 +31,5 @@ def record_handler(record: DynamoDBRecord) -> None:
 @metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
     return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event, record_handler=guarded(record_handler), processor=processor, context=context
     )

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from dataharvest.deadline import guarded
 from dataharvest.observability import logger, metrics, tracer
 from dataharvest.persistence import load_upload
 
@@ -40,5 +41,5 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
     return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event, record_handler=guarded(record_handler), processor=processor, context=context
     )

@@ -28,6 +28,10 @@ class Settings:
     result_queue_url: str | None
     transformer_name: str | None
     home: Path
+    # Large files: a stored file above chunk_bytes loads as chunks of about that size, staged
+    # in parallel through the chunk queue (persistence/chunks.py).
+    chunk_queue_url: str | None = None
+    chunk_bytes: int = 128 << 20
 
     @property
     def has_database(self) -> bool:
@@ -53,6 +57,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         result_queue_url=env.get("RESULT_QUEUE_URL") or None,
         transformer_name=env.get("TRANSFORMER_NAME") or None,
         home=Path(env.get("DATAHARVEST_HOME") or ".dataharvest").resolve(),
+        chunk_queue_url=env.get("CHUNK_QUEUE_URL") or None,
+        chunk_bytes=int(env.get("DATAHARVEST_CHUNK_BYTES") or 128 << 20),
     )
 
 

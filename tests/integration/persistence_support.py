@@ -155,3 +155,10 @@ def accounts_file(rows: int, bad: int = 0, header: str = ACCOUNTS_HEADER) -> str
         balance = '"1,5"' if i > rows - bad else f"{i}.50"
         lines.append(f"{i},{100 + i},{balance},EUR,0\n")
     return "".join(lines)
+
+
+def put_quiet(bucket_name: str, object_key: str, body: str) -> str:
+    """Upload to a bucket nobody listens to (the `quiet_bucket` fixture)."""
+    return boto3.client("s3").put_object(Bucket=bucket_name, Key=object_key, Body=body.encode())[
+        "VersionId"
+    ]

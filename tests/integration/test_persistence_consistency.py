@@ -34,6 +34,7 @@ from persistence_support import (
     lineage,
     loads,
     put,
+    put_quiet,
     raw_rows,
     rejections,
     s3_event,
@@ -45,24 +46,6 @@ from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.routing import route
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def quiet_bucket(local_stack) -> str:
-    """A versioned bucket nobody listens to: only the test itself loads from it."""
-    name = f"persistence-direct-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3")
-    s3.create_bucket(
-        Bucket=name, CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]}
-    )
-    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
-
-
-def put_quiet(bucket_name: str, object_key: str, body: str) -> str:
-    return boto3.client("s3").put_object(Bucket=bucket_name, Key=object_key, Body=body.encode())[
-        "VersionId"
-    ]
 
 
 def statuses(db, client_id: str) -> list[tuple]:

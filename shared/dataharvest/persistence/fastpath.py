@@ -75,6 +75,7 @@ def copy_plain(
     block: re.Pattern[bytes],
     names: list[str],
     body: Iterator[bytes],
+    first_line: int = 2,
 ) -> int:
     """COPY the body into the leaf, checking each line first; returns the rows copied.
 
@@ -82,7 +83,11 @@ def copy_plain(
     caller rolls back. Line numbers come from a sequence: every record is one line here.
     """
     conn.execute("CREATE TEMP SEQUENCE IF NOT EXISTS pg_temp.line_numbers")
-    conn.execute("ALTER SEQUENCE pg_temp.line_numbers RESTART WITH 2 CACHE 10000")
+    conn.execute(
+        sql.SQL("ALTER SEQUENCE pg_temp.line_numbers RESTART WITH {} CACHE 10000").format(
+            sql.Literal(first_line)
+        )
+    )
     conn.execute(
         sql.SQL(
             "ALTER TABLE {} ALTER line_number SET DEFAULT nextval('pg_temp.line_numbers')"

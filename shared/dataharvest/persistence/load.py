@@ -22,9 +22,10 @@ import psycopg
 from psycopg import sql
 from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, DataError
 
+from dataharvest.config import settings as env_settings
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
-from dataharvest.persistence import fastpath, source, storage, validate
+from dataharvest.persistence import chunks, fastpath, source, storage, validate
 from dataharvest.persistence.exceptions import FileRejected, UnroutableKey
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
 from dataharvest.persistence.publish import publish_input
@@ -85,15 +86,18 @@ def load_upload(
         return None
     conn = conn or shared_connection()
     storage.ensure_parents(conn, target.entity, target.business_date, target.client_id)
+    staging: list[int] = []  # a large file's load, staged in chunks after this commit
     with conn.transaction():
         lock_input(conn, target)
         current = current_load(conn, target)
         obj = source.head(bucket, key)
-        record = _reconcile(conn, target, key, obj, current)
+        record = _reconcile(conn, target, key, obj, current, staging)
         if fault:
             fault("before_commit")
     if fault:
         fault("after_commit")
+    for load_id in staging:
+        chunks.dispatch(conn, load_id)
     if record is not None:
         publish_input(target, record)
     return record
@@ -105,6 +109,7 @@ def _reconcile(
     key: str,
     obj: source.ObjectVersion | None,
     current: LoadRecord | None,
+    staging: list[int],
 ) -> LoadRecord | None:
     if obj is None:
         if current and current.source_key == key and current.status != "retracted":
@@ -114,16 +119,21 @@ def _reconcile(
         return current  # deleted before it was loaded, or replaced from another key
     if current and current.is_version(key, obj.version):
         return current  # a redelivery, or an older event: this version is already current
+    in_flight = chunks.staging_load(conn, target, key, obj.version)
+    if in_flight is not None:
+        staging.append(in_flight)  # a redelivery while its chunks stage: send what is left
+        return current
     settings = get_settings(conn, target.client_id)
     if current and current.content_sha256:
         earlier = seen_unchanged(conn, target, key, obj.version)
         if earlier and _same_content(current, obj, earlier, settings):
             return current  # a redelivery of identical content, found so before
-    return _load_version(conn, target, obj, current, settings)
+    return _load_version(conn, target, obj, current, settings, staging)
 
 
 def retract(conn: psycopg.Connection, target: Route, *, key: str, reason: str | None) -> LoadRecord:
     """The input has no rows any more (its object was deleted, or its date expired)."""
+    chunks.abandon_other_loads(conn, target)
     storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
     delete_rejections(conn, target)
     return record_load(
@@ -137,9 +147,30 @@ def _load_version(
     obj: source.ObjectVersion,
     current: LoadRecord | None,
     settings: ClientSettings,
+    staging: list[int],
 ) -> LoadRecord | None:
     entity = ENTITIES[target.entity]
     load_id = reserve_load_id(conn)
+    # An older version still staging in chunks will never be current now.
+    chunks.abandon_other_loads(conn, target)
+    chunk_bytes = env_settings().chunk_bytes
+    if target.gzip and obj.size > chunks.MAX_GZIP_BYTES:
+        reason = (
+            f"the gzip file is {obj.size:,} bytes; gzip files load in one piece, at most "
+            f"{chunks.MAX_GZIP_BYTES:,} bytes: upload it uncompressed (large files load in "
+            "parallel chunks) or split it"
+        )
+        return _reject_file(conn, target, obj, current, settings, load_id, reason)
+    if not target.gzip and obj.size > chunk_bytes:
+        try:
+            header, plan = chunks.plan_load(target, obj, settings, chunk_bytes)
+        except FileRejected as rejection:
+            return _reject_file(conn, target, obj, current, settings, load_id, rejection.reason)
+        if _same_content(current, obj, plan.sha256, settings):
+            return _unchanged(conn, target, obj, plan.sha256, current)
+        chunks.record_plan(conn, target, obj, load_id, header, plan)
+        staging.append(load_id)
+        return current
     try:
         staged = _stage(conn, obj, target, entity, settings, load_id)
     except FileRejected as rejection:
@@ -211,7 +242,7 @@ def _stage(
                 with conn.transaction():
                     leaf = _new_leaf(conn, target, load_id)
                     rows = fastpath.copy_plain(conn, leaf, *plain, body)
-                    if _has_duplicates(conn, entity, leaf):
+                    if _has_duplicates(conn, entity, leaf, rows):
                         # Rare: the staged path reports each later duplicate exactly.
                         raise fastpath.NotPlain
                     storage.finish_leaf(conn, leaf)
@@ -231,7 +262,7 @@ def _stage(
     conn.execute(validate.create_rejects())
     loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, False)).rowcount
     duplicates = 0
-    if _has_duplicates(conn, entity, leaf):
+    if _has_duplicates(conn, entity, leaf, loaded):
         # The file repeats a key: keep the first row per key, reject the later ones.
         conn.execute(sql.SQL("TRUNCATE {}").format(leaf.identifier))
         loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, True)).rowcount
@@ -248,9 +279,14 @@ def _new_leaf(conn: psycopg.Connection, target: Route, load_id: int) -> storage.
     return storage.create_leaf(conn, target.entity, target.business_date, target.client_id, load_id)
 
 
-def _has_duplicates(conn: psycopg.Connection, entity: Entity, leaf: storage.Leaf) -> bool:
-    row = conn.execute(validate.has_duplicates(entity, leaf.identifier)).fetchone()
-    return bool(row and row[0])
+def _has_duplicates(
+    conn: psycopg.Connection, entity: Entity, leaf: storage.Leaf, rows: int
+) -> bool:
+    distinct = conn.execute(validate.distinct_keys(entity, leaf.identifier)).fetchone()
+    if distinct is not None and distinct[0] == rows:
+        return False
+    found = conn.execute(validate.has_duplicates(entity, leaf.identifier)).fetchone()
+    return bool(found and found[0])
 
 
 def _copy_to_staging(

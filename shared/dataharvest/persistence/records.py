@@ -146,3 +146,34 @@ def delete_rejections(conn: psycopg.Connection, target: Route) -> None:
         "DELETE FROM audit.rejections WHERE client_id = %s AND business_date = %s AND entity = %s",
         (target.client_id, target.business_date, target.entity),
     )
+
+
+def complete_load(
+    conn: psycopg.Connection,
+    target: Route,
+    load_id: int,
+    *,
+    status: str,
+    rows_total: int,
+    rows_loaded: int,
+    rows_rejected: int,
+    reason: str | None = None,
+) -> LoadRecord:
+    """A load staged in chunks ends: it becomes the input's current load ('loaded' or
+    'rejected'), or 'abandoned' (never current; a newer version overtook it)."""
+    current = status in ("loaded", "rejected")
+    if current:
+        conn.execute(
+            "UPDATE audit.file_loads SET is_current = false "
+            "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
+            (target.client_id, target.entity, target.business_date),
+        )
+    with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
+        record = cur.execute(
+            "UPDATE audit.file_loads SET status = %s, rows_total = %s, rows_loaded = %s, "
+            "rows_rejected = %s, reason = %s, is_current = %s, finished_at = clock_timestamp() "
+            f"WHERE load_id = %s RETURNING {COLUMNS}",
+            (status, rows_total, rows_loaded, rows_rejected, reason, current, load_id),
+        ).fetchone()
+    assert record is not None
+    return record

@@ -21,6 +21,7 @@ import psycopg
 from dataharvest.config import DEFAULT_RETENTION_DAYS
 from dataharvest.observability import logger
 from dataharvest.persistence import storage
+from dataharvest.persistence.chunks import abandon_stale_loads
 from dataharvest.persistence.load import retract
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.records import current_load, lock_input
@@ -64,6 +65,8 @@ def apply_retention(
 ) -> list[Expired]:
     """Retract every expired input (of one client, or all) and drop emptied partitions."""
     today = today or date.today()
+    if client_id is None:
+        abandon_stale_loads(conn)  # housekeeping of the same kind: chunked loads never finished
     expired: list[Expired] = []
     for target, key, days in expired_inputs(conn, today, client_id):
         with conn.transaction():

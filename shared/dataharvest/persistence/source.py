@@ -70,8 +70,11 @@ def head(bucket: str, key: str) -> ObjectVersion | None:
 class SourceStream:
     """The decompressed bytes of one object version, with the SHA-256 of the stored bytes."""
 
-    def __init__(self, obj: ObjectVersion, gzip: bool):
+    def __init__(self, obj: ObjectVersion, gzip: bool, byte_range: tuple[int, int] | None = None):
+        """`byte_range`: [start, end) of the stored bytes only (a chunk of a large file)."""
         pin = {"VersionId": obj.version_id} if obj.version_id else {"IfMatch": f'"{obj.etag}"'}
+        if byte_range is not None:
+            pin["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
         self._body = s3_client().get_object(Bucket=obj.bucket, Key=obj.key, **pin)["Body"]
         self._gzip = gzip
         self._hasher = hashlib.sha256()
@@ -84,6 +87,10 @@ class SourceStream:
     def chunks(self) -> Iterator[bytes]:
         """The file's bytes (decompressed, BOM removed) in bounded chunks."""
         return decode(self._raw(), self._gzip)
+
+    def stored(self) -> Iterator[bytes]:
+        """The stored bytes as they are (a byte range of a large file has no BOM to remove)."""
+        return self._raw()
 
     def sha256(self) -> str:
         """The hash of the whole stored object; reads whatever was not consumed yet."""

@@ -213,22 +213,23 @@ def insert_rows(
     )
 
 
-def has_duplicates(entity: Entity, leaf: sql.Identifier) -> sql.Composable:
-    """True when two rows of the leaf share the within-file key.
+def distinct_keys(entity: Entity, leaf: sql.Identifier) -> sql.Composable:
+    """How many distinct within-file keys the leaf's rows have (fewer than rows: duplicates).
 
-    Text keys are grouped by a 64-bit hash first (cheaper to hash-aggregate than the text);
-    only a shared hash is checked on the keys themselves.
+    Text keys are counted by their 64-bit hash (sorting 8-byte values beats hashing or
+    sorting the text); equal hashes of different keys only send the load to `has_duplicates`.
     """
     column = sql.Identifier(entity.unique_column.name)
-    if entity.unique_column.type == "integer":
-        return sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(
-            leaf, column
-        )
-    return sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM {leaf} WHERE hashtextextended({c}, 0) IN ("
-        " SELECT hashtextextended({c}, 0) FROM {leaf} GROUP BY 1 HAVING count(*) > 1)"
-        " GROUP BY {c} HAVING count(*) > 1)"
-    ).format(leaf=leaf, c=column)
+    if entity.unique_column.type != "integer":
+        column = sql.SQL("hashtextextended({}, 0)").format(column)
+    return sql.SQL("SELECT count(DISTINCT {}) FROM {}").format(column, leaf)
+
+
+def has_duplicates(entity: Entity, leaf: sql.Identifier) -> sql.Composable:
+    """True when two rows of the leaf share the within-file key (the exact check)."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(
+        leaf, sql.Identifier(entity.unique_column.name)
+    )
 
 
 def insert_duplicate_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:

@@ -270,6 +270,7 @@ def make_handler(transformer: Transformer) -> Callable[[dict, Any], dict]:
     )
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+    from dataharvest.deadline import guarded
     from dataharvest.observability import metrics, tracer
 
     processor = BatchProcessor(event_type=EventType.SQS)
@@ -295,7 +296,10 @@ def make_handler(transformer: Transformer) -> Callable[[dict, Any], dict]:
     @metrics.log_metrics
     def handler(event: dict, context: Any) -> dict:
         return process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
+            event=event,
+            record_handler=guarded(record_handler),
+            processor=processor,
+            context=context,
         )
 
     return handler
