@@ -20,7 +20,7 @@ HEADER = ["record_id", "account_number", "transaction_reference", "amount", "key
 def block(entity: str, names: list[str]) -> re.Pattern[bytes]:
     planned = fastpath.plan(ENTITIES[entity], match_header(names, ENTITIES[entity], {}))
     assert planned is not None
-    return planned[0]
+    return planned.block
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,8 @@ def block(entity: str, names: list[str]) -> re.Pattern[bytes]:
         b"007,+42,T 1 with spaces inside,0,FEE\n",
         "1,42,Tø-13,1,DEPOSIT\n".encode(),
         b"1,42,T-1,999999999999999999999.123456,OTHER_KEYWORD-2\n",
+        b'"1","42","T-1, with a comma","12.50","DEPOSIT"\n',
+        b'1,42,"T ""quoted"" 1",12.50,DEPOSIT\n',
     ],
 )
 def test_plain_lines_are_accepted(line: bytes) -> None:
@@ -41,7 +43,10 @@ def test_plain_lines_are_accepted(line: bytes) -> None:
     ("line", "why"),
     [
         (b"1,42,T-1,12,5,DEPOSIT\n", "a field too many"),
-        (b'1,42,"T-1",12.50,DEPOSIT\n', "a quote"),
+        (b'1,42,"T-1\n",12.50,DEPOSIT\n', "a quoted newline"),
+        (b'1,42," T-1",12.50,DEPOSIT\n', "quoted leading white space (trimmed by the rules)"),
+        (b'1,42,T"-1,12.50,DEPOSIT\n', "a quote inside an unquoted field"),
+        (b'1,42,"",12.50,DEPOSIT\n', "a quoted empty value (an empty string to COPY)"),
         (b"1,42, T-1,12.50,DEPOSIT\n", "leading white space (trimmed by the rules)"),
         (b"1,42,T-1 ,12.50,DEPOSIT\n", "trailing white space"),
         (b"1,42,T-1,12.50,deposit\n", "a lower-case keyword (upper-cased on load)"),
@@ -77,6 +82,7 @@ def test_optional_columns_may_be_empty() -> None:
     )
     assert clients.fullmatch(b"1,,,C1,0\n")
     assert clients.fullmatch(b"1,A, ,C1,0\n") is None  # a blank value is trimmed to missing
+    assert clients.fullmatch(b'1,"",,C1,0\n') is None  # "" would be stored as '', not NULL
 
 
 def test_a_field_that_is_no_contract_column_rules_the_fast_path_out() -> None:
@@ -88,10 +94,9 @@ def test_column_order_follows_the_file() -> None:
     names = ["keyword", "amount", "transaction_reference", "account_number", "record_id"]
     planned = fastpath.plan(TRANSACTIONS, match_header(names, TRANSACTIONS, {}))
     assert planned is not None
-    pattern, columns = planned
-    assert columns == names
-    assert pattern.fullmatch(b"DEPOSIT,1.5,T-1,42,1\n")
-    assert pattern.fullmatch(b"1,42,T-1,1.5,DEPOSIT\n") is None
+    assert planned.columns == names
+    assert planned.block.fullmatch(b"DEPOSIT,1.5,T-1,42,1\n")
+    assert planned.block.fullmatch(b"1,42,T-1,1.5,DEPOSIT\n") is None
 
 
 @given(st.text(alphabet="0123456789+-._ xe", max_size=8))

@@ -384,9 +384,12 @@ def _stage_rows(
         try:
             with conn.transaction():
                 leaf = new_leaf()
-                rows = fastpath.copy_plain(conn, leaf, *plain, stream.stored(), first)
+                rows, loaded = fastpath.load_lines(
+                    conn, entity, header, leaf, plain, stream.stored(), first
+                )
+                _keep_rejections(conn, row)
                 storage.finish_leaf(conn, leaf)
-            return rows, rows
+            return rows, loaded
         except (fastpath.NotPlain, DataError):
             pass  # the staged path below decides every row
         finally:
@@ -409,6 +412,17 @@ def _stage_rows(
     loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, False)).rowcount
     if loaded < staged.rows:
         conn.execute(validate.insert_rule_rejects(entity, header))
+    _keep_rejections(conn, row)
+    conn.execute(sql.SQL("DROP TABLE {}").format(STAGING))
+    storage.finish_leaf(conn, leaf)
+    return staged.rows, loaded
+
+
+def _keep_rejections(conn: psycopg.Connection, row: dict[str, Any]) -> None:
+    """The chunk's rejections (pg_temp.rejects, if any) until the load commits."""
+    found = conn.execute("SELECT to_regclass('pg_temp.rejects')").fetchone()
+    if not found or found[0] is None:
+        return
     conn.execute(
         sql.SQL(
             "INSERT INTO audit.chunk_rejections (load_id, chunk, line_number, position, "
@@ -416,9 +430,7 @@ def _stage_rows(
             "reason FROM {}"
         ).format(sql.Literal(row["load_id"]), sql.Literal(row["chunk"]), validate.REJECTS)
     )
-    conn.execute(sql.SQL("DROP TABLE {}, {}").format(STAGING, validate.REJECTS))
-    storage.finish_leaf(conn, leaf)
-    return staged.rows, loaded
+    conn.execute(sql.SQL("DROP TABLE {}").format(validate.REJECTS))
 
 
 def _reject_whole(conn: psycopg.Connection, row: dict[str, Any], reason: str) -> LoadRecord:

@@ -1,28 +1,32 @@
-"""The fast path of a load: a file whose every line is plainly valid goes straight into its leaf.
+"""The fast path of a load: plainly valid lines go straight into the leaf, the rest to staging.
 
-Most files are clean: one record per line, no quotes, every value already in the form the
+Most lines of most files are plain: one record per line, every value already in the form the
 contract's rules accept and the table stores (no surrounding white space, no lower-case
-keyword). For such a file, PostgreSQL's typed `COPY` into the leaf stores exactly what the
-staged validation would, so the file is checked line by line against one regular expression
-built from its header (in C, in this process, while the server ingests the previous chunk) and
-streamed into the leaf without a staging table.
+keyword, quoted or not). For such lines PostgreSQL's typed `COPY` into the leaf stores exactly
+what the staged validation would, so each block of the body is checked against one regular
+expression built from the header (in C, in this process, while the server ingests the
+previous block) and streamed into the leaf with no staging table in between.
 
-The check is conservative, never lenient: a line it does not accept (a quote, a blank line,
-surrounding white space, '+5' for a non-negative value, a 19-digit integer, a lower-case
-keyword, any byte outside its classes) sends the whole file to the staged path, which applies
-every rule and reports every rejection. So do ignored extra columns (COPY cannot skip a field)
-and any error COPY raises.
+A block with a line the expression does not accept is taken line by line: its plain lines
+still go to the leaf (numbered explicitly), and every other record (a quoted newline, a blank
+line, surrounding white space, a value the rules may reject...) is set aside with its line
+number for the staged path, which applies every rule to just those records and reports every
+rejection. The check is conservative, never lenient: whatever it does not accept gets the full
+rules. A file whose set-aside records pass SET_ASIDE_LIMIT bytes, or whose fields are not all
+contract columns (COPY cannot skip a field), takes the staged path whole.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from dataharvest.persistence import staging, validate
 from dataharvest.persistence.header import HeaderMap
 from dataharvest.persistence.storage import Leaf
 from dataharvest.schemas import Column, Entity
@@ -31,57 +35,112 @@ from dataharvest.schemas import Column, Entity
 _TEXT_CHAR = rb'[^,"\r\n]'
 _TEXT_EDGE = rb'[^,"\r\n \t]'
 TEXT = _TEXT_EDGE + rb"(?:" + _TEXT_CHAR + rb"*" + _TEXT_EDGE + rb")?"
+# Inside quotes commas are data and a quote is written twice.
+_QUOTED_CHAR = rb'(?:[^"\r\n]|"")'
+_QUOTED_EDGE = rb'(?:[^"\r\n \t]|"")'
+QUOTED_TEXT = rb'"' + _QUOTED_EDGE + rb"(?:" + _QUOTED_CHAR + rb"*" + _QUOTED_EDGE + rb')?"'
 # Printable ASCII without lower-case letters, comma and quote: upper() leaves it unchanged.
 _UPPER_EDGE = rb"[!#-+\--`{-~]"
 UPPER_TEXT = _UPPER_EDGE + rb"(?:[ \t!#-+\--`{-~]*" + _UPPER_EDGE + rb")?"
-INTEGER = rb"[+-]?[0-9]{1,18}"  # 18 digits always fit a bigint; longer ones take the slow path
+INTEGER = rb"[+-]?[0-9]{1,18}"  # 18 digits always fit a bigint; longer ones are staged
 DECIMAL = rb"[+-]?[0-9]+(?:\.[0-9]+)?"
 NON_NEGATIVE_DECIMAL = rb"[0-9]+(?:\.[0-9]+)?"
 CURRENCY = rb"[A-Z]{3}"
 
+SET_ASIDE_LIMIT = 32 << 20  # bytes of records set aside for staging, held in memory
+
 
 class NotPlain(Exception):
-    """A line the fast path does not accept: the file takes the staged path."""
+    """The file takes the staged path whole."""
 
 
 def field_pattern(column: Column) -> bytes:
     if column.type == "integer":
-        pattern = INTEGER
+        plain = INTEGER
     elif column.type == "decimal":
-        pattern = NON_NEGATIVE_DECIMAL if column.non_negative else DECIMAL
+        plain = NON_NEGATIVE_DECIMAL if column.non_negative else DECIMAL
     elif column.currency:
-        pattern = CURRENCY
+        plain = CURRENCY
     elif column.upper:
-        pattern = UPPER_TEXT
+        plain = UPPER_TEXT
     else:
-        pattern = TEXT
-    return pattern if column.required else rb"(?:" + pattern + rb")?"
+        plain = TEXT
+    quoted = QUOTED_TEXT if plain is TEXT else rb'"' + plain + rb'"'
+    pattern = rb"(?:" + plain + rb"|" + quoted + rb")"
+    # An unquoted empty field is NULL to COPY, as a missing value is to the rules; a quoted
+    # empty field ("") is an empty string to COPY, so it is never plain.
+    return pattern if column.required else pattern + rb"?"
 
 
-def plan(entity: Entity, header: HeaderMap) -> tuple[re.Pattern[bytes], list[str]] | None:
-    """The block pattern and the leaf columns in file order; None when the file's shape rules
-    the fast path out (a field that is no contract column)."""
+@dataclass(frozen=True)
+class LinePlan:
+    block: re.Pattern[bytes]  # any number of plain lines, each with its line end
+    line: re.Pattern[bytes]  # one plain line without its "\n"
+    columns: list[str]  # leaf columns in file order
+
+
+def plan(entity: Entity, header: HeaderMap) -> LinePlan | None:
+    """The patterns and the leaf columns in file order; None when the file's shape rules the
+    fast path out (a field that is no contract column)."""
     by_field = {index: name for name, index in header.columns.items()}
     if len(by_field) != header.field_count:
         return None
     names = [by_field[i] for i in range(header.field_count)]
     line = b",".join(field_pattern(entity.column(name)) for name in names)
-    return re.compile(rb"(?:" + line + rb"\r?\n)*"), names
+    return LinePlan(re.compile(rb"(?:" + line + rb"\r?\n)*"), re.compile(line + rb"\r?"), names)
 
 
-def copy_plain(
+@dataclass
+class Copied:
+    rows: int = 0  # plain rows copied into the leaf
+    set_aside: list[tuple[int, bytes]] = field(default_factory=list)  # (line, record)
+
+
+class _LeafCopy:
+    """The leaf's COPY, restarted around the explicitly numbered lines of a mixed block."""
+
+    def __init__(self, conn: psycopg.Connection, leaf: Leaf, columns: list[str]):
+        self.conn = conn
+        names = sql.SQL(", ").join(sql.Identifier(n) for n in columns)
+        self.sequenced = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            leaf.identifier, names
+        )
+        self.numbered = sql.SQL("COPY {} (line_number, {}) FROM STDIN (FORMAT csv)").format(
+            leaf.identifier, names
+        )
+        self.cursor = conn.cursor()
+        self.copy = None
+        self.context = None
+        self.rows = 0
+
+    def write(self, data: bytes, numbered: bool = False) -> None:
+        statement = self.numbered if numbered else self.sequenced
+        if self.context is not None and self.statement is not statement:
+            self.close()
+        if self.context is None:
+            self.statement = statement
+            self.context = self.cursor.copy(statement, writer=QueuedLibpqWriter(self.cursor))
+            self.copy = self.context.__enter__()
+        self.copy.write(data)
+
+    def close(self, error: BaseException | None = None) -> None:
+        if self.context is not None:
+            context, self.context = self.context, None
+            context.__exit__(type(error) if error else None, error, None)
+            if error is None:
+                self.rows += self.cursor.rowcount
+
+
+def copy_lines(
     conn: psycopg.Connection,
     leaf: Leaf,
-    block: re.Pattern[bytes],
-    names: list[str],
+    planned: LinePlan,
     body: Iterator[bytes],
     first_line: int = 2,
-) -> int:
-    """COPY the body into the leaf, checking each line first; returns the rows copied.
-
-    Raises NotPlain (or a psycopg DataError) on the first line that needs the staged path; the
-    caller rolls back. Line numbers come from a sequence: every record is one line here.
-    """
+) -> Copied:
+    """COPY the body's plain lines into the leaf; returns them counted, and the other records
+    with their lines. Raises NotPlain (or a psycopg DataError) when the file must be staged
+    whole; the caller rolls back."""
     conn.execute("CREATE TEMP SEQUENCE IF NOT EXISTS pg_temp.line_numbers")
     conn.execute(
         sql.SQL("ALTER SEQUENCE pg_temp.line_numbers RESTART WITH {} CACHE 10000").format(
@@ -93,24 +152,107 @@ def copy_plain(
             "ALTER TABLE {} ALTER line_number SET DEFAULT nextval('pg_temp.line_numbers')"
         ).format(leaf.identifier)
     )
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        leaf.identifier, sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    )
-    with conn.cursor() as cur:
-        with cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-            pending = b""
-            for chunk in body:
-                data = pending + chunk if pending else chunk
-                end = data.rfind(b"\n") + 1
-                complete, pending = data[:end], data[end:]
-                if complete:
-                    if block.fullmatch(complete) is None:
-                        raise NotPlain
-                    copy.write(complete)
-            if pending:
-                # The last line has no line end.
-                if block.fullmatch(pending + b"\n") is None:
-                    raise NotPlain
-                copy.write(pending + b"\n")
-        rows = cur.rowcount
-    return rows
+    out = _LeafCopy(conn, leaf, planned.columns)
+    copied = Copied()
+    walker = _Walker(planned.line, first_line, copied)
+    try:
+        pending = b""
+        for chunk in body:
+            data = pending + chunk if pending else chunk
+            end = data.rfind(b"\n") + 1
+            complete, pending = data[:end], data[end:]
+            if not complete:
+                continue
+            if walker.open_record is None and planned.block.fullmatch(complete):
+                if walker.renumber:
+                    _restart_sequence(out, walker.line)
+                    walker.renumber = False
+                out.write(complete)
+                walker.line += complete.count(b"\n")
+                continue
+            numbered = walker.walk(complete.split(b"\n")[:-1])
+            if numbered:
+                out.write(b"".join(numbered), numbered=True)
+            if walker.set_aside_bytes > SET_ASIDE_LIMIT:
+                raise NotPlain(f"more than {SET_ASIDE_LIMIT} bytes of records to stage")
+        if pending:  # the last line has no line end
+            numbered = walker.walk([pending])
+            if numbered:
+                out.write(b"".join(numbered), numbered=True)
+        walker.finish()
+        out.close()
+    except BaseException as error:
+        out.close(error)
+        raise
+    copied.rows = out.rows
+    return copied
+
+
+def _restart_sequence(out: _LeafCopy, line: int) -> None:
+    out.close()
+    out.conn.execute("SELECT setval('pg_temp.line_numbers', %s, false)", (line,))
+
+
+class _Walker:
+    """Line by line through mixed blocks, keeping records whose quotes span lines whole."""
+
+    def __init__(self, line_pattern: re.Pattern[bytes], first_line: int, copied: Copied):
+        self.pattern = line_pattern
+        self.line = first_line  # the line the next physical line is
+        self.copied = copied
+        self.open_record: tuple[int, list[bytes]] | None = None  # a quote still open
+        self.renumber = False  # lines were numbered explicitly: the sequence must catch up
+        self.set_aside_bytes = 0
+
+    def walk(self, lines: list[bytes]) -> list[bytes]:
+        numbered = []
+        for text in lines:
+            if self.open_record is not None:
+                self.open_record[1].append(text)
+                if text.count(b'"') % 2:  # the quote opened earlier closes on this line
+                    self._set_aside(self.open_record[0], b"\n".join(self.open_record[1]))
+                    self.open_record = None
+            elif self.pattern.fullmatch(text):
+                numbered.append(b"%d,%b\n" % (self.line, text))
+            elif text.count(b'"') % 2:
+                self.open_record = (self.line, [text])
+            elif text.strip(b"\r"):
+                self._set_aside(self.line, text)
+            # else: a blank line holds no record
+            self.line += 1
+        self.renumber = True
+        return numbered
+
+    def _set_aside(self, line: int, record: bytes) -> None:
+        self.copied.set_aside.append((line, record))
+        self.set_aside_bytes += len(record)
+
+    def finish(self) -> None:
+        if self.open_record is not None:
+            # A quote never closed: the staged path reports it for the whole file.
+            raise NotPlain("a quoted field is never closed")
+
+
+def load_lines(
+    conn: psycopg.Connection,
+    entity: Entity,
+    header: HeaderMap,
+    leaf: Leaf,
+    plain: LinePlan,
+    body: Iterator[bytes],
+    first_line: int,
+) -> tuple[int, int]:
+    """Plain lines straight into the leaf, the records set aside through the staged rules
+    (their rejections in pg_temp.rejects); returns (records, rows loaded)."""
+    copied = copy_lines(conn, leaf, plain, body, first_line)
+    records, loaded = copied.rows, copied.rows
+    if copied.set_aside:
+        staging.create_staging(conn, header.field_count, first_line)
+        records += staging.copy_records(conn, header.field_count, copied.set_aside)
+        conn.execute(validate.create_rejects())
+        staged = conn.execute(validate.insert_rows(entity, header, leaf.identifier, False))
+        loaded += staged.rowcount
+        if staged.rowcount < len(copied.set_aside):
+            conn.execute(validate.insert_rule_rejects(entity, header))
+        conn.execute(sql.SQL("DROP TABLE {}").format(staging.STAGING))
+    return records, loaded

@@ -241,12 +241,12 @@ def _stage(
             try:
                 with conn.transaction():
                     leaf = _new_leaf(conn, target, load_id)
-                    rows = fastpath.copy_plain(conn, leaf, *plain, body)
-                    if _has_duplicates(conn, entity, leaf, rows):
+                    rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, 2)
+                    if _has_duplicates(conn, entity, leaf, loaded):
                         # Rare: the staged path reports each later duplicate exactly.
-                        raise fastpath.NotPlain
+                        raise fastpath.NotPlain("duplicate keys")
                     storage.finish_leaf(conn, leaf)
-                return StagedLoad(header, leaf, rows, rows, stream.sha256(), "plain")
+                return StagedLoad(header, leaf, rows, loaded, stream.sha256(), "plain")
             except (fastpath.NotPlain, DataError) as why:
                 logger.info(
                     "the file needs the staged path",
