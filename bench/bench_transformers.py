@@ -112,9 +112,63 @@ def upload(stack, client_id: str, files: dict[str, Path]) -> float:
 
     s3 = boto3.client("s3")
     bucket = stack.info.export("LandingBucketName")
+    global first_upload
+    first_upload = time.time()
     for entity in ("clients", "portfolios", "accounts", "transactions"):
         s3.upload_file(str(files[entity]), bucket, f"{client_id}/{files[entity].name}")
     return time.time()
+
+
+first_upload = 0.0
+SUMMARY_TRANSFORMERS = (
+    "relationship_transformer",
+    "sum_deposit_transformer",
+    "transaction_transformer",
+    "tax_transformer",
+)
+BARE_COLUMNS = {
+    "clients": "record_id bigint, first_name text, last_name text, client_reference text, "
+    "tax_free_allowance numeric",
+    "portfolios": "record_id bigint, account_number bigint, portfolio_reference text, "
+    "client_reference text, agent_code text",
+    "accounts": "record_id bigint, account_number bigint, cash_balance numeric, currency text, "
+    "taxes_paid numeric",
+    "transactions": "record_id bigint, account_number bigint, transaction_reference text, "
+    "amount numeric, keyword text",
+}
+# The portfolio summary of contract section 3 in one statement over the four bare tables.
+BARE_SUMMARY = """
+CREATE TABLE bench.summary AS
+SELECT p.portfolio_reference, p.client_reference, p.account_number, a.cash_balance,
+       count(t.transaction_reference) AS number_of_transactions,
+       coalesce(sum(t.amount) FILTER (WHERE upper(t.keyword) = 'DEPOSIT'), 0) AS sum_of_deposits
+FROM bench.portfolios p
+JOIN bench.clients c USING (client_reference)
+JOIN bench.accounts a USING (account_number)
+LEFT JOIN bench.transactions t USING (account_number)
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def bare_drop(database_url: str, files: dict[str, Path]) -> float:
+    """The physical limit of a drop: COPY the four files into tables of their columns (no
+    keys, no indexes) and compute the portfolio summary in one statement; seconds."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bench CASCADE; CREATE SCHEMA bench")
+        for entity, columns in BARE_COLUMNS.items():
+            conn.execute(f"CREATE TABLE bench.{entity} ({columns})")
+        conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        for entity in BARE_COLUMNS:
+            with conn.cursor() as cur, open(files[entity], "rb") as source:
+                header = source.readline().decode().strip()
+                with cur.copy(f"COPY bench.{entity} ({header}) FROM STDIN (FORMAT csv)") as copy:
+                    while chunk := source.read(1 << 20):
+                        copy.write(chunk)
+        conn.execute(BARE_SUMMARY)
+        return time.perf_counter() - started
 
 
 def runs(conn, client_id: str) -> list[tuple]:
@@ -220,6 +274,14 @@ def end_to_end_full(stack, files: dict[str, Path]) -> None:
         f"{publisher.SEND_CHUNK:,} was sent at +{first_sent - last_upload:.1f} s"
     )
     print(f"  messages of this drop: {count:,}; on the result queue in all: {queued:,}")
+    summaries_done = max(float(finished[name]) for name in SUMMARY_TRANSFORMERS)
+    drop_seconds = summaries_done - first_upload
+    bare = bare_drop(stack.info.database_url, files)
+    print(
+        f"  first upload -> last summary transformer done: {drop_seconds:.1f} s; baseline "
+        f"(bare COPY of the four files + one summary statement, same server): {bare:.1f} s; "
+        f"ratio {bare / drop_seconds:.2f}"
+    )
     sample = min(count, 20_000)
     bare = bare_send_rate(stack, sample)
     print(

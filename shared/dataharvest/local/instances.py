@@ -31,9 +31,10 @@ class InvokeError(RuntimeError):
 class Worker:
     """One Lambda instance of a function: a long-lived process serving one invoke at a time."""
 
-    def __init__(self, spec: FunctionSpec, log_dir: Path):
+    def __init__(self, spec: FunctionSpec, log_dir: Path, instance: int = 0):
         self.spec = spec
-        self.log_path = log_dir / f"{spec.name}.log"
+        suffix = f".{instance}" if instance else ""
+        self.log_path = log_dir / f"{spec.name}{suffix}.log"
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
 

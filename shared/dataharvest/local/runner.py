@@ -4,6 +4,7 @@ event-source mappings read from each service's serverless.yml `events:`."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -83,12 +84,27 @@ class Runner:
             for event in definition.get("events") or []:
                 if "sqs" in event:
                     self.mappings.append(self._sqs_mapping(worker, stack, event["sqs"], sqs))
+                    # More instances polling the same queue, up to the mapping's maximum
+                    # concurrency and the local cap (e.g. a large file's chunks in parallel).
+                    for instance in range(1, self._instances(event["sqs"])):
+                        extra = self.workers[f"{spec.name}#{instance}"] = Worker(
+                            spec, self.log_dir, instance
+                        )
+                        self.mappings.append(self._sqs_mapping(extra, stack, event["sqs"], sqs))
                 elif "stream" in event:
                     self.mappings.append(
                         self._stream_mapping(
                             worker, stack, event["stream"], streams, sqs, function_arn
                         )
                     )
+
+    @staticmethod
+    def _instances(config: Any) -> int:
+        """Local instances of an SQS-triggered function: DATAHARVEST_LOCAL_CONCURRENCY (default
+        1, one process per function) up to the mapping's maximumConcurrency."""
+        cap = int(os.environ.get("DATAHARVEST_LOCAL_CONCURRENCY") or 1)
+        maximum = config.get("maximumConcurrency", 1) if isinstance(config, dict) else 1
+        return max(1, min(cap, int(maximum)))
 
     def _queue_url(self, arn: str) -> str:
         for stack in self.provisioner.stacks.values():
