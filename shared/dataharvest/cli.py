@@ -19,7 +19,6 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
-FILE_NAME = re.compile(r"^(clients|portfolios|accounts|transactions)_(\d{8})\.csv(\.gz)?$")
 QUIET_TIMEOUT_S = 900
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
@@ -75,12 +74,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def collect_files(paths: list[str]) -> list[Path]:
+    # Routing's own rule, so a folder yields exactly the files persistence will route.
+    from dataharvest.persistence.routing import is_upload_name
+
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and FILE_NAME.match(p.name))
+                sorted(p for p in path.rglob("*") if p.is_file() and is_upload_name(p.name))
             )
         elif path.is_file():
             files.append(path)

@@ -36,7 +36,7 @@ from dataharvest.persistence.records import (
     record_unroutable,
     seen_unchanged,
 )
-from dataharvest.persistence.routing import CLIENT_ID, Route, route
+from dataharvest.persistence.routing import Route, is_client_id, route
 from dataharvest.persistence.settings import ClientSettings, get_settings
 from dataharvest.persistence.staging import (
     STAGING,
@@ -335,7 +335,7 @@ def _record_unroutable(
     if obj is None:
         return  # removed before we got to it: no upload to report
     prefix = key.split("/", 1)[0]
-    client_id = prefix if "/" in key and CLIENT_ID.match(prefix) else None
+    client_id = prefix if "/" in key and is_client_id(prefix) else None
     with conn.transaction():
         recorded = record_unroutable(conn, key, obj.version, error.reason, client_id)
     if recorded:
