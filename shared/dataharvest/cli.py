@@ -325,6 +325,13 @@ def cmd_config(args: argparse.Namespace) -> int:
             elif args.action == "set-max-reject-ratio":
                 ratio = settings.set_max_reject_ratio(conn, args.client, args.ratio)
                 console.print(f"{args.client}: max_reject_ratio {ratio}")
+            elif args.action == "set-inflation-limits":
+                size, ratio = settings.set_inflation_limits(
+                    conn, args.client, args.max_inflated_bytes, args.max_inflation_ratio
+                )
+                console.print(
+                    f"{args.client}: max_inflated_bytes {size}, max_inflation_ratio {ratio}"
+                )
         except ValueError as error:
             raise SystemExit(f"dataharvest config {args.action}: {error}") from None
         current = settings.get_settings(conn, args.client).as_dict()
@@ -440,6 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ratio.add_argument("--client", required=True)
     ratio.add_argument("ratio", metavar="RATIO", help="between 0 and 1, e.g. 0.10")
+    inflation = csub.add_parser(
+        "set-inflation-limits", help="how far an upload may inflate before it is rejected"
+    )
+    inflation.add_argument("--client", required=True)
+    inflation.add_argument(
+        "--max-inflated-bytes", metavar="N", help="bytes after inflation (default 20 GiB)"
+    )
+    inflation.add_argument(
+        "--max-inflation-ratio",
+        metavar="R",
+        help="inflated bytes per compressed byte, at least 1 (default 100)",
+    )
     show = csub.add_parser("show", help="a client's settings as JSON")
     show.add_argument("--client", required=True)
     config.set_defaults(func=cmd_config)

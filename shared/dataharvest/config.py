@@ -12,6 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_MAX_REJECT_RATIO = "0.10"
+# Inflation limits of an upload (migration 0005 has the same defaults).
+DEFAULT_MAX_INFLATED_BYTES = 20 << 30
+DEFAULT_MAX_INFLATION_RATIO = "100"
 
 
 @dataclass(frozen=True)

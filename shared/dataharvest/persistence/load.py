@@ -182,7 +182,7 @@ def _stage(
     settings: ClientSettings,
 ) -> tuple[HeaderMap, Staged, str]:
     """Header checked and body in pg_temp.staging; returns them with the object's hash."""
-    stream = source.SourceStream(obj, target.gzip)
+    stream = source.SourceStream(obj, target.gzip, settings.inflation_limits)
     try:
         header_line, body = source.split_header(stream.chunks())
         header = match_header(parse_header(header_line), entity, settings.aliases(entity.name))
@@ -198,7 +198,7 @@ def _stage(
             )
     finally:
         stream.close()
-    stream = source.SourceStream(obj, target.gzip)
+    stream = source.SourceStream(obj, target.gzip, settings.inflation_limits)
     try:
         _, body = source.split_header(stream.chunks())
         with conn.transaction():

@@ -206,9 +206,9 @@ def _check_inflation(limits: InflationLimits, inflated: int, consumed: int, name
     # Early on the headers weigh too much for a fair ratio; a bomb shows itself within MiBs.
     if inflated >= RATIO_JUDGED_FROM and inflated > limits.max_ratio * consumed:
         raise FileRejected(
-            f"{name} inflates more than this client's max_inflation_ratio "
-            f"({limits.max_ratio}:1): {inflated:,} bytes from the first {consumed:,} compressed "
-            "bytes (real CSV rarely passes 20:1)"
+            f"{name} inflates at more than this client's max_inflation_ratio "
+            f"{limits.max_ratio}:1 ({inflated:,} bytes from {consumed:,} compressed bytes, "
+            f"{inflated // max(consumed, 1):,}:1); real CSV rarely passes 20:1"
         )
 
 
