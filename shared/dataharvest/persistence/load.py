@@ -24,7 +24,7 @@ from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, UniqueVi
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
 from dataharvest.persistence import source, validate
-from dataharvest.persistence.exceptions import FileRejected, UnroutableKey
+from dataharvest.persistence.exceptions import FileRejected, UnroutableKey, refused_by_database
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.records import (
@@ -119,20 +119,32 @@ def _load_version(
     settings: ClientSettings,
 ) -> LoadRecord | None:
     entity = ENTITIES[target.entity]
+    refused = entity.unique_column.name
     try:
         header, staged, sha256 = _stage(conn, obj, target, entity, settings)
     except FileRejected as rejection:
         return _reject_file(conn, target, obj, current, settings, rejection.reason)
+    except psycopg.Error as error:
+        if (reason := refused_by_database(error, refused)) is None:
+            raise
+        return _reject_file(conn, target, obj, current, settings, reason)
     if _same_content(current, obj, sha256, settings):
         conn.execute(sql.SQL("DROP TABLE {}").format(STAGING))
         return _unchanged(conn, target, obj, sha256, current)
 
-    conn.execute(validate.create_rejects())
-    delete_input_rows(conn, target)
-    loaded, duplicates = _insert_rows(conn, target, obj, entity, header)
-    if loaded + duplicates < staged.rows:
-        # Some rows broke rules: find which and why (a clean file never pays for this scan).
-        conn.execute(validate.insert_rule_rejects(entity, header))
+    try:
+        # A savepoint: when PostgreSQL refuses a value, the transaction can still record that.
+        with conn.transaction():
+            conn.execute(validate.create_rejects())
+            delete_input_rows(conn, target)
+            loaded, duplicates = _insert_rows(conn, target, obj, entity, header)
+            if loaded + duplicates < staged.rows:
+                # Some rows broke rules: find which and why (a clean file never pays for this).
+                conn.execute(validate.insert_rule_rejects(entity, header))
+    except psycopg.Error as error:
+        if (reason := refused_by_database(error, refused)) is None:
+            raise
+        return _reject_file(conn, target, obj, current, settings, reason)
     rejected = staged.rows - loaded
     ratio = settings.max_reject_ratio
     if staged.rows and Decimal(rejected) / staged.rows > ratio:

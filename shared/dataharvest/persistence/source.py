@@ -24,6 +24,7 @@ MAX_INFLATE = 4 << 20
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 RATIO_JUDGED_FROM = 8 << 20  # inflated bytes before the inflation ratio is judged
 MAX_HEADER_BYTES = 1 << 20
+MAX_LINE_BYTES = 1 << 20  # no record of these files comes near; PostgreSQL takes up to 1 GB
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -220,7 +221,7 @@ def split_header(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
         newline = buffer.find(b"\n")
         if newline >= 0:
             header, rest = buffer[:newline], buffer[newline + 1 :]
-            return header.removesuffix(b"\r"), _prepend(rest, chunks)
+            return header.removesuffix(b"\r"), _limit_lines(_prepend(rest, chunks), 2)
         if len(buffer) > MAX_HEADER_BYTES:
             raise FileRejected(f"the header line is longer than {MAX_HEADER_BYTES} bytes")
     return buffer.removesuffix(b"\r"), iter(())
@@ -230,3 +231,29 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     if first:
         yield first
     yield from rest
+
+
+def _limit_lines(chunks: Iterator[bytes], line: int) -> Iterator[bytes]:
+    """The chunks unchanged, numbered from `line`; FileRejected as soon as a line (without its
+    line end) passes MAX_LINE_BYTES.
+
+    Each step looks at most one line limit ahead for the last newline, so the chunks are
+    scanned in C a few times, never line by line in Python.
+    """
+    length = 0  # bytes of the current line before `start`
+    for chunk in chunks:
+        start = 0
+        while start < len(chunk):
+            reach = start + MAX_LINE_BYTES - length + 1  # the current line must end before
+            last = chunk.rfind(b"\n", start, reach)
+            if last >= 0:
+                line += chunk.count(b"\n", start, last + 1)
+                start, length = last + 1, 0
+            elif reach > len(chunk):
+                length += len(chunk) - start
+                break
+            else:
+                raise FileRejected(
+                    f"line {line} is longer than {MAX_LINE_BYTES:,} bytes, the most a line may hold"
+                )
+        yield chunk
