@@ -237,7 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(exports.to_json(args.table, records))
     else:
-        sys.stdout.write(exports.to_csv(args.table, records))
+        sys.stdout.write(exports.to_csv(args.table, records, raw=args.raw))
     return 0
 
 
@@ -410,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--client", required=True)
     export.add_argument("--date", required=True, help="YYYY-MM-DD or YYYYMMDD")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument(
+        "--raw",
+        action="store_true",
+        help="csv: print text cells as stored, even those a spreadsheet would run as a formula "
+        "(=, +, -, @, tab, CR); by default they get a leading '",
+    )
     export.set_defaults(func=cmd_export)
 
     transformers = sub.add_parser("transformers", help="edit the transformer registry")
