@@ -78,7 +78,7 @@ def load_seconds(db, client_id: str) -> float:
 
 def repeated_line_gzip(header: str, line: str, inflated: int) -> bytes:
     """A gzip of `header` and then `line` repeated to about `inflated` bytes, at level 9
-    (a 34-byte CSV line inflates about 400:1): members of 64 MiB, each compressed once."""
+    (a 32-byte CSV line inflates about 400:1): members of 64 MiB, each compressed once."""
     block = line.encode() * (64 * MiB // len(line))
     member = gzip.compress(block, compresslevel=9, mtime=0)
     return gzip.compress(header.encode(), mtime=0) + member * (inflated // len(block))
