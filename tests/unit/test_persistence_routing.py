@@ -105,12 +105,12 @@ def test_a_key_of_1024_bytes_is_unroutable_and_says_why() -> None:
         ("transactions_20240229.csv.gz", True),
         ("accounts_20240102.csv\n", False),
         ("users_20240102.csv", False),
-        ("accounts_20240230.csv", False),
+        ("accounts_20240230.csv", True),  # uploaded, then recorded as unroutable
         ("accounts_20240102.csv.bak", False),
         ("x/accounts_20240102.csv", False),
     ],
 )
-def test_is_upload_name_is_routing_rule(name: str, routes: bool) -> None:
+def test_is_upload_name_is_the_key_layout(name: str, routes: bool) -> None:
     assert is_upload_name(name) is routes
 
 

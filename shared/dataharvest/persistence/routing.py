@@ -42,13 +42,11 @@ def is_client_id(value: str) -> bool:
 
 
 def is_upload_name(value: str) -> bool:
-    """Whether a file named `value` routes when uploaded: `{entity}_{YYYYMMDD}.csv[.gz]` as a
-    whole, with a known entity and a valid calendar date."""
-    try:
-        _parse_file_name(value, value)
-    except UnroutableKey:
-        return False
-    return True
+    """Whether `value` is named like an upload, `{entity}_{YYYYMMDD}.csv[.gz]` as a whole with a
+    known entity. The date is not checked: a file with an impossible date is still an upload,
+    and routing records it as unroutable."""
+    match = FILE_NAME.fullmatch(value)
+    return match is not None and match["entity"] in ENTITIES
 
 
 def route(key: str) -> Route:
@@ -61,11 +59,6 @@ def route(key: str) -> Route:
         raise UnroutableKey(
             key, f"client id {client_id!r} must match ^{CLIENT_ID.pattern}$ ({KEY_LAYOUT})"
         )
-    entity, business_date, gzip = _parse_file_name(key, file_name)
-    return Route(client_id, entity, business_date, gzip=gzip)
-
-
-def _parse_file_name(key: str, file_name: str) -> tuple[str, date, bool]:
     match = FILE_NAME.fullmatch(file_name)
     if not match:
         raise UnroutableKey(key, f"file name {file_name!r} does not match {KEY_LAYOUT}")
@@ -79,4 +72,4 @@ def _parse_file_name(key: str, file_name: str) -> tuple[str, date, bool]:
         business_date = date(int(raw_date[:4]), int(raw_date[4:6]), int(raw_date[6:]))
     except ValueError:
         raise UnroutableKey(key, f"{raw_date!r} is not a valid calendar date (YYYYMMDD)") from None
-    return entity, business_date, bool(match["gz"])
+    return Route(client_id, entity, business_date, gzip=bool(match["gz"]))
