@@ -187,6 +187,17 @@ def test_a_row_wider_than_a_page_is_rejected_not_retried(db, client_id, upload, 
     assert failures() == 0
 
 
+def test_a_header_line_over_the_limit_is_rejected_not_retried(
+    db, client_id, upload, failures
+) -> None:
+    header = ACCOUNTS_HEADER.strip() + ",x" + "y" * MiB + "\n"
+    version = upload("accounts", header + "1,100,1.50,EUR,0,z\n")
+    assert rejected_whole(db, client_id, "accounts", "account", version) == (
+        "the header line is longer than 1,048,576 bytes, the most it may hold"
+    )
+    assert failures() == 0
+
+
 def test_a_line_over_the_limit_is_rejected_not_retried(db, client_id, upload, failures) -> None:
     body = ACCOUNTS_HEADER + "1,100,1.50,EUR,0\n" + "2,101,2.50,EUR," + "0" * MiB + "\n"
     version = upload("accounts", body)

@@ -214,16 +214,19 @@ def _check_inflation(limits: InflationLimits, inflated: int, consumed: int, name
 
 
 def split_header(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
-    """The first line (without its line end) and an iterator over the rest of the bytes."""
+    """The first line (without its line end) and an iterator over the rest of the bytes, whose
+    lines are held to MAX_LINE_BYTES as they stream."""
     buffer = b""
     for chunk in chunks:
         buffer += chunk
         newline = buffer.find(b"\n")
+        header = buffer[:newline].removesuffix(b"\r") if newline >= 0 else buffer
+        if len(header) > MAX_HEADER_BYTES:
+            raise FileRejected(
+                f"the header line is longer than {MAX_HEADER_BYTES:,} bytes, the most it may hold"
+            )
         if newline >= 0:
-            header, rest = buffer[:newline], buffer[newline + 1 :]
-            return header.removesuffix(b"\r"), _limit_lines(_prepend(rest, chunks), 2)
-        if len(buffer) > MAX_HEADER_BYTES:
-            raise FileRejected(f"the header line is longer than {MAX_HEADER_BYTES} bytes")
+            return header, _limit_lines(_prepend(buffer[newline + 1 :], chunks), 2)
     return buffer.removesuffix(b"\r"), iter(())
 
 
@@ -234,8 +237,8 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _limit_lines(chunks: Iterator[bytes], line: int) -> Iterator[bytes]:
-    """The chunks unchanged, numbered from `line`; FileRejected as soon as a line (without its
-    line end) passes MAX_LINE_BYTES.
+    """The chunks unchanged, numbered from `line`; FileRejected as soon as a line (its bytes
+    before the `\n`, a CR included) passes MAX_LINE_BYTES.
 
     Each step looks at most one line limit ahead for the last newline, so the chunks are
     scanned in C a few times, never line by line in Python.
