@@ -22,7 +22,7 @@ MiB = 1 << 20
 M = source.MAX_INFLATE
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
 def content(index: int, size: int, kind: str) -> bytes:
     """Member content: compressible text that differs per member (a member decoded twice or
     out of place shows), or random bytes (compressed boundaries fall anywhere)."""
