@@ -300,7 +300,7 @@ def cmd_transformers(args: argparse.Namespace) -> int:
 
 def _yyyymmdd(value: str) -> str:
     digits = value.replace("-", "")
-    if not re.fullmatch(r"\d{8}", digits):
+    if not re.fullmatch(r"[0-9]{8}", digits):  # \d would take any script's digits
         raise SystemExit(f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
     return digits
 
