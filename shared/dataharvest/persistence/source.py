@@ -2,6 +2,8 @@
 
 Memory stays bounded whatever the object size: the body is read in CHUNK_SIZE pieces and gzip
 output is produced at most MAX_INFLATE bytes at a time (a small object can inflate to gigabytes).
+Time is bounded too: the client's inflation limits stop a gzip bomb within its first MiBs, and
+no line may pass MAX_LINE_BYTES.
 """
 
 from __future__ import annotations
