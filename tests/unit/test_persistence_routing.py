@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from dataharvest.persistence.exceptions import UnroutableKey
-from dataharvest.persistence.routing import Route, route
+from dataharvest.persistence.routing import KEY_LAYOUT, Route, is_client_id, is_upload_name, route
 
 
 @pytest.mark.parametrize(
@@ -56,3 +56,67 @@ def test_lock_name_and_date_key_identify_the_input() -> None:
     assert target.lock_name == "persistence/acme/accounts/20240102"
     # .csv and .csv.gz of the same day are versions of the same input.
     assert route("acme/accounts_20240102.csv").lock_name == target.lock_name
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        # `$` alone would accept a trailing newline on either part.
+        ("acme\n/accounts_20240102.csv", "client id 'acme\\n' must match"),
+        ("acme/accounts_20240102.csv\n", "file name 'accounts_20240102.csv\\n' does not match"),
+        ("acme/accounts_20240102.csv.gz\n", "does not match"),
+        ("acme/accounts_20240102.csv\r", "does not match"),
+        ("acme/\naccounts_20240102.csv", "does not match"),
+        ("acme/accounts_20240102.csv\x00", "does not match"),
+        ("ac\x00me/accounts_20240102.csv", "client id 'ac\\x00me' must match"),
+        ("acme%2Faccounts_20240102.csv", "expected exactly one '/'"),
+        ("acme/accounts%5F20240102.csv", "does not match"),
+        ("../accounts_20240102.csv", "client id '..' must match"),
+        ("acme/../accounts_20240102.csv", "expected exactly one '/'"),
+        ("acme/./accounts_20240102.csv", "expected exactly one '/'"),
+        ("acme/..", "does not match"),
+        ("/accounts_20240102.csv", "client id '' must match"),
+        ("acmé/accounts_20240102.csv", "client id 'acmé' must match"),
+        ("acme/accounts_\uff12\uff10\uff12\uff14\uff10\uff11\uff10\uff12.csv", "does not match"),
+        ("acme/\uff41ccounts_20240102.csv", "does not match"),  # full-width a
+        ("\uff41cme/accounts_20240102.csv", "must match"),
+        ("acme/accounts_20240102.csv" + "x" * 998, "does not match"),  # 1,024 bytes
+    ],
+)
+def test_keys_match_as_a_whole(key: str, reason: str) -> None:
+    with pytest.raises(UnroutableKey) as raised:
+        route(key)
+    assert reason in raised.value.reason
+
+
+def test_a_key_of_1024_bytes_is_unroutable_and_says_why() -> None:
+    # S3's longest key: multi-byte characters, a routable prefix, and a newline at the end.
+    key = "acme/accounts_20240102.csvx" + "é" * 498 + "\n"
+    assert len(key.encode()) == 1024
+    with pytest.raises(UnroutableKey) as raised:
+        route(key)
+    assert raised.value.reason == f"file name {key[5:]!r} does not match {KEY_LAYOUT}"
+
+
+@pytest.mark.parametrize(
+    ("name", "routes"),
+    [
+        ("accounts_20240102.csv", True),
+        ("transactions_20240229.csv.gz", True),
+        ("accounts_20240102.csv\n", False),
+        ("users_20240102.csv", False),
+        ("accounts_20240230.csv", True),  # uploaded, then recorded as unroutable
+        ("accounts_20240102.csv.bak", False),
+        ("x/accounts_20240102.csv", False),
+    ],
+)
+def test_is_upload_name_is_the_key_layout(name: str, routes: bool) -> None:
+    assert is_upload_name(name) is routes
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [("acme", True), ("a", True), ("acme\n", False), ("acme\x00", False), ("", False)],
+)
+def test_is_client_id_matches_the_whole_value(value: str, valid: bool) -> None:
+    assert is_client_id(value) is valid

@@ -45,7 +45,7 @@ from dataharvest.config import settings as env_settings
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
 from dataharvest.persistence import fastpath, source, storage, validate
-from dataharvest.persistence.exceptions import FileRejected
+from dataharvest.persistence.exceptions import FileRejected, refused_by_database
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.records import (
@@ -138,6 +138,12 @@ def plan_load(
     target: Route, obj: source.ObjectVersion, settings: ClientSettings, chunk_bytes: int
 ) -> tuple[HeaderMap, Plan]:
     """Read the object once: header check, chunk boundaries, hash (FileRejected if bad)."""
+    if obj.size > settings.max_inflated_bytes:
+        name = obj.key.rsplit("/", 1)[-1]
+        raise FileRejected(
+            f"{name} is larger than this client's max_inflated_bytes "
+            f"({settings.max_inflated_bytes:,} bytes)"
+        )
     stream = source.SourceStream(obj, gzip=False)
     try:
         header_line, chunks = split(stream.stored(), chunk_bytes)
@@ -315,9 +321,16 @@ def _stage(
         (row["load_id"], row["chunk"] + 1),
     ).fetchone()
     try:
-        total, loaded = _stage_rows(conn, row, following[0] if following else None)
+        # A savepoint: when PostgreSQL refuses a value, the transaction can still record that.
+        with conn.transaction():
+            total, loaded = _stage_rows(conn, row, following[0] if following else None)
     except FileRejected as rejection:
         return _reject_whole(conn, row, rejection.reason)
+    except psycopg.Error as error:
+        reason = refused_by_database(error, ENTITIES[row["entity"]].unique_column.name)
+        if reason is None:
+            raise
+        return _reject_whole(conn, row, reason)
     if fault:
         fault("chunk_staged")
     conn.execute(

@@ -13,6 +13,10 @@ from dataharvest.persistence.exceptions import FileRejected
 from dataharvest.persistence.settings import normalize_header
 from dataharvest.schemas import Entity
 
+# Every field is staged (one text column each, beside staging's own 4), and PostgreSQL takes
+# at most 1,600 columns per table and about 8 kB per row: far more than any real file needs.
+MAX_FIELDS = 1000
+
 
 @dataclass(frozen=True)
 class HeaderMap:
@@ -30,9 +34,14 @@ def parse_header(line: bytes) -> list[str]:
     if not text.strip():
         raise FileRejected("the file is empty: no header row")
     try:
-        return next(csv.reader([text], strict=True))
+        names = next(csv.reader([text], strict=True))
     except csv.Error as error:
         raise FileRejected(f"the header row is not valid CSV: {error}") from None
+    if len(names) > MAX_FIELDS:
+        raise FileRejected(
+            f"the header has {len(names):,} fields, more than the {MAX_FIELDS:,} a file may have"
+        )
+    return names
 
 
 def match_header(names: list[str], entity: Entity, aliases: dict[str, str]) -> HeaderMap:

@@ -26,7 +26,7 @@ from dataharvest.config import settings as env_settings
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
 from dataharvest.persistence import chunks, fastpath, source, storage, validate
-from dataharvest.persistence.exceptions import FileRejected, UnroutableKey
+from dataharvest.persistence.exceptions import FileRejected, UnroutableKey, refused_by_database
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.records import (
@@ -39,7 +39,7 @@ from dataharvest.persistence.records import (
     reserve_load_id,
     seen_unchanged,
 )
-from dataharvest.persistence.routing import CLIENT_ID, Route, route
+from dataharvest.persistence.routing import Route, is_client_id, route
 from dataharvest.persistence.settings import ClientSettings, get_settings
 from dataharvest.persistence.staging import (
     STAGING,
@@ -172,9 +172,15 @@ def _load_version(
         staging.append(load_id)
         return current
     try:
-        staged = _stage(conn, obj, target, entity, settings, load_id)
+        # A savepoint: when PostgreSQL refuses a value, the transaction can still record that.
+        with conn.transaction():
+            staged = _stage(conn, obj, target, entity, settings, load_id)
     except FileRejected as rejection:
         return _reject_file(conn, target, obj, current, settings, load_id, rejection.reason)
+    except psycopg.Error as error:
+        if (reason := refused_by_database(error, entity.unique_column.name)) is None:
+            raise
+        return _reject_file(conn, target, obj, current, settings, load_id, reason)
     if _same_content(current, obj, staged.sha256, settings):
         storage.drop_leaf(conn, staged.leaf)
         return _unchanged(conn, target, obj, staged.sha256, current)
@@ -232,7 +238,8 @@ def _stage(
     load_id: int,
 ) -> StagedLoad:
     """The file's good rows in a new leaf of load `load_id`, its rejections in pg_temp.rejects."""
-    stream = source.SourceStream(obj, target.gzip)
+    limits = settings.inflation_limits
+    stream = source.SourceStream(obj, target.gzip, limits)
     try:
         header_line, body = source.split_header(stream.chunks())
         header = match_header(parse_header(header_line), entity, settings.aliases(entity.name))
@@ -257,7 +264,7 @@ def _stage(
                 )
     finally:
         stream.close()
-    staged_rows, sha256 = _copy_to_staging(conn, obj, target, header)
+    staged_rows, sha256 = _copy_to_staging(conn, obj, target, header, limits)
     leaf = _new_leaf(conn, target, load_id)
     conn.execute(validate.create_rejects())
     loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, False)).rowcount
@@ -290,11 +297,15 @@ def _has_duplicates(
 
 
 def _copy_to_staging(
-    conn: psycopg.Connection, obj: source.ObjectVersion, target: Route, header: HeaderMap
+    conn: psycopg.Connection,
+    obj: source.ObjectVersion,
+    target: Route,
+    header: HeaderMap,
+    limits: source.InflationLimits,
 ) -> tuple[int, str]:
     """The body in pg_temp.staging (COPY, or the record-by-record parser when COPY refuses
     the file's shape); returns the records staged and the object's hash."""
-    stream = source.SourceStream(obj, target.gzip)
+    stream = source.SourceStream(obj, target.gzip, limits)
     try:
         _, body = source.split_header(stream.chunks())
         try:
@@ -309,7 +320,7 @@ def _copy_to_staging(
             )
     finally:
         stream.close()
-    stream = source.SourceStream(obj, target.gzip)
+    stream = source.SourceStream(obj, target.gzip, limits)
     try:
         _, body = source.split_header(stream.chunks())
         with conn.transaction():
@@ -424,7 +435,7 @@ def _record_unroutable(
     if obj is None:
         return  # removed before we got to it: no upload to report
     prefix = key.split("/", 1)[0]
-    client_id = prefix if "/" in key and CLIENT_ID.match(prefix) else None
+    client_id = prefix if "/" in key and is_client_id(prefix) else None
     with conn.transaction():
         recorded = record_unroutable(conn, key, obj.version, error.reason, client_id)
     if recorded:

@@ -12,8 +12,9 @@ from datetime import date
 from dataharvest.persistence.exceptions import UnroutableKey
 from dataharvest.schemas import ENTITIES
 
-CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-FILE_NAME = re.compile(r"^(?P<entity>[a-z]+)_(?P<date>[0-9]{8})\.csv(?P<gz>\.gz)?$")
+# Used with fullmatch only: `$` would also match before a trailing newline ("acme\n").
+CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+FILE_NAME = re.compile(r"(?P<entity>[a-z]+)_(?P<date>[0-9]{8})\.csv(?P<gz>\.gz)?")
 KEY_LAYOUT = "{client_id}/{entity}_{YYYYMMDD}.csv[.gz]"
 
 
@@ -35,17 +36,30 @@ class Route:
         return f"persistence/{self.client_id}/{self.entity}/{self.date_key}"
 
 
+def is_client_id(value: str) -> bool:
+    """Whether `value` is a client id (contract section 2), as a whole."""
+    return CLIENT_ID.fullmatch(value) is not None
+
+
+def is_upload_name(value: str) -> bool:
+    """Whether `value` is named like an upload, `{entity}_{YYYYMMDD}.csv[.gz]` as a whole with a
+    known entity. The date is not checked: a file with an impossible date is still an upload,
+    and routing records it as unroutable."""
+    match = FILE_NAME.fullmatch(value)
+    return match is not None and match["entity"] in ENTITIES
+
+
 def route(key: str) -> Route:
     """The input a key belongs to; raises UnroutableKey with the reason otherwise."""
     parts = key.split("/")
     if len(parts) != 2:
         raise UnroutableKey(key, f"expected exactly one '/' ({KEY_LAYOUT})")
     client_id, file_name = parts
-    if not CLIENT_ID.match(client_id):
+    if not is_client_id(client_id):
         raise UnroutableKey(
-            key, f"client id {client_id!r} must match {CLIENT_ID.pattern} ({KEY_LAYOUT})"
+            key, f"client id {client_id!r} must match ^{CLIENT_ID.pattern}$ ({KEY_LAYOUT})"
         )
-    match = FILE_NAME.match(file_name)
+    match = FILE_NAME.fullmatch(file_name)
     if not match:
         raise UnroutableKey(key, f"file name {file_name!r} does not match {KEY_LAYOUT}")
     entity = match["entity"]
