@@ -99,11 +99,12 @@ def split(raw: Iterator[bytes], chunk_bytes: int) -> tuple[bytes, list[Chunk]]:
         if header is None:
             pending += block
             end = pending.find(b"\n")
+            if len(pending[:end] if end >= 0 else pending) > source.MAX_HEADER_BYTES:
+                raise FileRejected(
+                    f"the header line is longer than {source.MAX_HEADER_BYTES:,} bytes, the "
+                    "most it may hold"
+                )
             if end < 0:
-                if len(pending) > source.MAX_HEADER_BYTES:
-                    raise FileRejected(
-                        f"the header line is longer than {source.MAX_HEADER_BYTES} bytes"
-                    )
                 continue
             block, pending = pending, b""
             header = block[:end].removesuffix(b"\r")
@@ -397,9 +398,8 @@ def _stage_rows(
         try:
             with conn.transaction():
                 leaf = new_leaf()
-                rows, loaded = fastpath.load_lines(
-                    conn, entity, header, leaf, plain, stream.stored(), first
-                )
+                body = source.limit_lines(stream.stored(), first)
+                rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, first)
                 _keep_rejections(conn, row)
                 storage.finish_leaf(conn, leaf)
             return rows, loaded
@@ -411,13 +411,15 @@ def _stage_rows(
     try:
         with conn.transaction():
             create_staging(conn, header.field_count, first)
-            staged = copy_fast(conn, header.field_count, stream.stored())
+            body = source.limit_lines(stream.stored(), first)
+            staged = copy_fast(conn, header.field_count, body)
     except (BadCopyFileFormat, CharacterNotInRepertoire):
         stream.close()
         stream = source.SourceStream(obj, gzip=False, byte_range=byte_range)
         with conn.transaction():
             create_staging(conn, header.field_count, first)
-            staged = copy_fallback(conn, header.field_count, stream.stored(), first)
+            body = source.limit_lines(stream.stored(), first)
+            staged = copy_fallback(conn, header.field_count, body, first)
     finally:
         stream.close()
     leaf = new_leaf()

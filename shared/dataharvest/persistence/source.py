@@ -241,7 +241,7 @@ def split_header(chunks: Iterator[bytes]) -> tuple[bytes, Iterator[bytes]]:
                 f"the header line is longer than {MAX_HEADER_BYTES:,} bytes, the most it may hold"
             )
         if newline >= 0:
-            return header, _limit_lines(_prepend(buffer[newline + 1 :], chunks), 2)
+            return header, limit_lines(_prepend(buffer[newline + 1 :], chunks), 2)
     return buffer.removesuffix(b"\r"), iter(())
 
 
@@ -251,7 +251,7 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _limit_lines(chunks: Iterator[bytes], line: int) -> Iterator[bytes]:
+def limit_lines(chunks: Iterator[bytes], line: int) -> Iterator[bytes]:
     """The chunks unchanged, numbered from `line`; FileRejected as soon as a line (its bytes
     before the `\n`, a CR included) passes MAX_LINE_BYTES.
 
