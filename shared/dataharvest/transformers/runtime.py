@@ -10,7 +10,6 @@ retracts whatever depends on it in turn.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from dataharvest import db, metastore, registry
 from dataharvest.catapult.decide import watched_versions
 from dataharvest.catapult.dispatch import item_as_record
 from dataharvest.observability import logger
-from dataharvest.work import WorkMessage
+from dataharvest.work import WorkMessage, output_version
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,6 @@ _registry = registry.RegistryCache()
 
 def business_date_of(message: WorkMessage) -> date:
     return datetime.strptime(message.business_date, "%Y%m%d").date()
-
-
-def output_version(input_versions: dict[str, str]) -> str:
-    """What downstream transformers watch: changes whenever this output was recomputed from
-    different inputs."""
-    return hashlib.sha256(json.dumps(input_versions, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _entry(name: str) -> registry.TransformerEntry:
