@@ -161,13 +161,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def status_items(client_id: str | None, business_date: str | None) -> list[dict[str, Any]]:
-    from dataharvest import metastore
+    """The metastore items, each with `stuck`: the enabled transformers it still needs work
+    from (due but not done for the current versions; catapult.converge.need)."""
+    from dataharvest import metastore, registry
+    from dataharvest.catapult import converge
 
     items = list(metastore.client_items(client_id) if client_id else metastore.all_items())
     if business_date:
-        items = [i for i in items if i[metastore.SORT_KEY] == business_date.replace("-", "")]
+        items = [i for i in items if i[metastore.SORT_KEY] == _yyyymmdd(business_date)]
+    entries = [e for e in registry.load_all() if e.enabled]
     return sorted(
-        (plain(i) for i in items), key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY])
+        ({**plain(i), "stuck": converge.due(entries, i)} for i in items),
+        key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY]),
     )
 
 
@@ -184,6 +189,7 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
         table.add_column(prefix)
     for flag in done_flags:
         table.add_column(flag.removesuffix("_done").removesuffix("_transformer"))
+    table.add_column("stuck")
     for item in items:
         cells = [item["partition_key"], item["sort_key"]]
         for prefix in INPUT_PREFIX.values():
@@ -206,6 +212,7 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
                 if item.get(flag)
                 else ("[red]✘[/]" if item.get(flag.replace("_done", "_error")) else "-")
             )
+        cells.append("[red]" + ", ".join(item["stuck"]) + "[/]" if item["stuck"] else "")
         table.add_row(*cells)
     out.print(table)
     errors = [
@@ -216,6 +223,11 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
     ]
     for client_id_, date, key, value in errors:
         out.print(f"[red]{client_id_} {date} {key}:[/] {value}")
+    if any(item["stuck"] for item in items):
+        out.print(
+            "stuck: transformers due but not done for the current input versions "
+            "(work in flight, or failed for good: `dataharvest dlq list`, `dataharvest reconcile`)"
+        )
     return 0
 
 
@@ -284,7 +296,11 @@ def cmd_transformers(args: argparse.Namespace) -> int:
         console.print(f"{entry.name} {args.action}d")
     if args.action in ("register", "enable") and not args.no_backfill:
         sent = catapult.backfill(entry)
-        console.print(f"backfill: {len(sent)} client/date item(s) already match; APPLY sent")
+        applies = sum(m.action == "APPLY" for m in sent)
+        console.print(
+            f"backfill: {applies} APPLY and {len(sent) - applies} RETRACT sent "
+            "(items brought to what the registry says now)"
+        )
     if args.action == "replay":
         entry = registry.get(args.target)
         sent = catapult.replay(
@@ -296,10 +312,22 @@ def cmd_transformers(args: argparse.Namespace) -> int:
     return 0
 
 
+def usage_error(message: str) -> SystemExit:
+    """Bad usage or bad arguments: one line on stderr, exit code 2 (contract section 5)."""
+    print(f"dataharvest: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def _yyyymmdd(value: str) -> str:
+    from datetime import datetime
+
     digits = value.replace("-", "")
-    if not re.fullmatch(r"\d{8}", digits):
-        raise SystemExit(f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+    try:
+        if not re.fullmatch(r"\d{8}", digits):
+            raise ValueError(digits)
+        datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        raise usage_error(f"{value!r} is not a date (YYYY-MM-DD or YYYYMMDD)") from None
     return digits
 
 
@@ -334,33 +362,66 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     import boto3
 
+    from dataharvest import dlq
     from dataharvest.local import client
-    from dataharvest.persistence import dlq
 
     client.ensure_stack(home())
     sqs = boto3.client("sqs")
-    source_url, dlq_url = dlq.queue_urls(sqs, load_settings())
+    stage = load_settings().stage
+    try:
+        chosen = dlq.select(dlq.queues(sqs, stage), args.queue, stage)
+    except dlq.UnknownQueue as error:
+        raise usage_error(str(error)) from None
     if args.action == "redrive":
-        moved = dlq.redrive(sqs, dlq_url, source_url)
-        console.print(f"moved {moved} message(s) back to the persistence queue")
+        # Moved messages first: the reconciler run for on-failure records then sees their items.
+        moved = 0
+        for queue in sorted(chosen, key=lambda q: q.on_failure):
+            handled = dlq.redrive(sqs, queue)
+            moved += handled
+            if queue.on_failure:
+                console.print(f"{queue.name}: {handled} record(s); reconciler run, records deleted")
+            else:
+                console.print(f"{queue.name}: moved {handled} message(s) back to their queue")
         if moved and not args.no_wait:
             _wait_quiet(client.running_stack(home()), "dlq redrive")
         return 0
-    letters = dlq.list_dead_letters(sqs, dlq_url)
+    letters = [letter for queue in chosen for letter in dlq.list_dead_letters(sqs, queue)]
     if args.json:
         print(json.dumps([letter.as_dict() for letter in letters], indent=2))
         return 0
-    table = Table(title=f"persistence dead letters ({len(letters)})")
-    for column in ("message id", "receives", "first sent", "keys"):
+    table = Table(title=f"dead letters ({len(letters)} in {len(chosen)} queue(s))")
+    for column in ("queue", "message id", "receives", "first sent", "about"):
         table.add_column(column)
     for letter in letters:
         table.add_row(
+            letter.queue,
             letter.message_id,
             str(letter.receive_count),
             letter.first_received,
             "\n".join(letter.keys),
         )
     out.print(table)
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from dataharvest import catapult
+    from dataharvest.local import client
+
+    date_from = _yyyymmdd(args.date_from) if args.date_from else None
+    date_to = _yyyymmdd(args.date_to) if args.date_to else None
+    if date_from and date_to and date_from > date_to:
+        raise usage_error(f"--from {args.date_from} is after --to {args.date_to}")
+    info = client.ensure_stack(home())
+    decisions = catapult.reconcile(args.client, date_from, date_to)
+    for decision in decisions:
+        m = decision.message
+        console.print(f"{m.client_id} {m.business_date}: {m.transformer} {m.action}")
+    console.print(f"reconcile: {len(decisions)} work message(s) dispatched")
+    if decisions and not args.no_wait:
+        _wait_quiet(info, "reconcile")
+    if args.json:
+        print(json.dumps([d.message.__dict__ for d in decisions], indent=2, default=str))
     return 0
 
 
@@ -414,7 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not dispatch APPLY for items that already match",
     )
-    ten = tsub.add_parser("enable", help="enable a transformer (backfills unless told not to)")
+    ten = tsub.add_parser(
+        "enable", help="enable a transformer and converge every item (unless --no-backfill)"
+    )
     ten.add_argument("target", metavar="NAME")
     ten.add_argument("--no-backfill", action="store_true")
     tdis = tsub.add_parser("disable", help="disable a transformer")
@@ -442,13 +505,28 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--client", required=True)
     config.set_defaults(func=cmd_config)
 
-    dead = sub.add_parser("dlq", help="the persistence dead-letter queue")
+    dead = sub.add_parser("dlq", help="the dead-letter queues of the stage")
     dsub = dead.add_subparsers(dest="action", required=True)
-    dlist = dsub.add_parser("list", help="dead-lettered deliveries and their S3 keys")
+    dlist = dsub.add_parser("list", help="dead-lettered messages, and what each is about")
+    dlist.add_argument("--queue", metavar="NAME", help="one queue (e.g. persistence-dlq)")
     dlist.add_argument("--json", action="store_true")
-    drive = dsub.add_parser("redrive", help="move them back to the persistence queue")
+    drive = dsub.add_parser(
+        "redrive",
+        help="move them back to their queues (on-failure records: run the reconciler)",
+    )
+    drive.add_argument("--queue", metavar="NAME", help="one queue (default: every one)")
     drive.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     dead.set_defaults(func=cmd_dlq)
+
+    recon = sub.add_parser(
+        "reconcile", help="re-dispatch transformers due but not done for the current versions"
+    )
+    recon.add_argument("--client")
+    recon.add_argument("--from", dest="date_from", metavar="D", help="YYYY-MM-DD or YYYYMMDD")
+    recon.add_argument("--to", dest="date_to", metavar="D", help="YYYY-MM-DD or YYYYMMDD")
+    recon.add_argument("--json", action="store_true", help="print the dispatched messages")
+    recon.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    recon.set_defaults(func=cmd_reconcile)
     return parser
 
 
