@@ -77,10 +77,15 @@ class Runner:
         sqs = self.provisioner.client("sqs")
         streams = self.provisioner.client("dynamodbstreams")
         for key, definition in stack.file.functions.items():
+            events = definition.get("events") or []
+            if not any("sqs" in event or "stream" in event for event in events):
+                # Schedules are not run locally (`dataharvest reconcile` is the local trigger):
+                # nothing would ever invoke this function, so it gets no worker process.
+                continue
             spec = self.function_spec(stack, key)
             worker = self.workers[spec.name] = Worker(spec, self.log_dir)
             function_arn = f"arn:aws:lambda:{stack.file.region}:123456789012:function:{spec.name}"
-            for event in definition.get("events") or []:
+            for event in events:
                 if "sqs" in event:
                     self.mappings.append(self._sqs_mapping(worker, stack, event["sqs"], sqs))
                 elif "stream" in event:
