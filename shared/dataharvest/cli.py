@@ -164,14 +164,14 @@ def status_items(client_id: str | None, business_date: str | None) -> list[dict[
     """The metastore items, each with `stuck`: the enabled transformers it still needs work
     from (due but not done for the current versions; catapult.converge.need)."""
     from dataharvest import metastore, registry
-    from dataharvest.catapult import converge
+    from dataharvest.catapult.converge import due
 
     items = list(metastore.client_items(client_id) if client_id else metastore.all_items())
     if business_date:
         items = [i for i in items if i[metastore.SORT_KEY] == _yyyymmdd(business_date)]
     entries = [e for e in registry.load_all() if e.enabled]
     return sorted(
-        ({**plain(i), "stuck": converge.due(entries, i)} for i in items),
+        ({**plain(i), "stuck": due(entries, i)} for i in items),
         key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY]),
     )
 

@@ -92,8 +92,10 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
         return RunResult("superseded")
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    conn = db.shared_connection()
+    conn = None
     try:
+        # Inside the try: a database that refuses connections is a failure to record too.
+        conn = db.shared_connection()
         with conn.transaction():
             rows = _run_in_transaction(conn, transformer, entry, message, started_at, started)
     except StaleWork:
@@ -170,7 +172,7 @@ def _record_run(conn, transformer, message, outcome, rows, started_at, started, 
 
 def _record_failure(conn, transformer, message, started_at, started, error) -> None:
     text = f"{type(error).__name__}: {error}"
-    if not conn.broken:
+    if conn is not None and not conn.broken:
         _record_run(conn, transformer, message, "failed", 0, started_at, started, text)
     metastore.table().update_item(
         Key=metastore.item_key(message.client_id, message.business_date),
