@@ -48,7 +48,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"(AWS {info.endpoint_url}, control {info.control_url})"
         )
         return 0
-    stack = LocalStack(home(), retry_delay_cap=_retry_delay_cap())
+    stack = LocalStack(
+        home(), retry_delay_cap=_retry_delay_cap(), crash_retry_s=_crash_retry_seconds()
+    )
     info = stack.start()
     console.print(
         f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
@@ -60,6 +62,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _retry_delay_cap() -> int | None:
     value = os.environ.get("DATAHARVEST_LOCAL_RETRY_SECONDS")
+    return int(value) if value else None
+
+
+def _crash_retry_seconds() -> int | None:
+    value = os.environ.get("DATAHARVEST_LOCAL_CRASH_RETRY_SECONDS")
     return int(value) if value else None
 
 
@@ -89,17 +96,48 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def describe_failure(failure: dict[str, Any]) -> str:
+    """One line for a failing delivery the local stack will retry."""
+    attempt = f"attempt {failure['attempt']}"
+    if failure.get("max_attempts"):
+        attempt += f" of {failure['max_attempts']}"
+    what = "crashed" if failure["crashed"] else "failed"
+    return (
+        f"{failure['function']}: {failure['key']} {what} ({attempt}): {failure['error']}; "
+        f"retrying in {failure['retry_in']} s"
+    )
+
+
+class Stalled(Exception):
+    """Only failing deliveries are left; each is retried later (or dead-lettered)."""
+
+
 def _wait_quiet(info, label: str) -> dict[str, Any]:
     from dataharvest.local import client
 
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     started = time.monotonic()
+    reported: set[tuple[str, str, int]] = set()
     with console.status(f"{label}: waiting for the choreography to go quiet") as spinner:
         while True:
             # Short waits, so the spinner can show what the stack is doing meanwhile.
             status = client.control(info, "/quiet?timeout=1", timeout=30)
+            for failure in status.get("retrying", []):
+                seen = (failure["source"], failure["message_id"], failure["attempt"])
+                if seen not in reported:
+                    reported.add(seen)
+                    console.print(f"[yellow]delivery failing:[/] {describe_failure(failure)}")
             if status["quiet"]:
                 break
+            if status.get("stalled"):
+                console.print(
+                    f"stopped waiting after {time.monotonic() - started:.1f} s: the only work "
+                    f"left is {len(status['retrying'])} failing delivery(ies) waiting for a "
+                    "retry (the queue's visibility timeout; DATAHARVEST_LOCAL_RETRY_SECONDS "
+                    "shortens it). `dataharvest status` and `dataharvest dlq list` show what "
+                    "is left."
+                )
+                raise Stalled
             if time.monotonic() > deadline:
                 raise SystemExit(
                     f"dataharvest: the choreography did not go quiet within {QUIET_TIMEOUT_S} s"
@@ -130,7 +168,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for path in files:
         s3.upload_file(str(path), bucket, f"{args.client}/{path.name}")
         console.print(f"uploaded {path} -> s3://{bucket}/{args.client}/{path.name}")
-    _wait_quiet(info, f"{len(files)} file(s)")
+    try:
+        _wait_quiet(info, f"{len(files)} file(s)")
+    except Stalled:
+        # The result so far is still worth printing; the exit code says the work is not done.
+        print_status(args.client, None, args.json)
+        print_outputs(args.client, args.json)
+        return 1
     print_status(args.client, None, args.json)
     return print_outputs(args.client, args.json)
 
@@ -146,7 +190,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
     for name in args.names:
         s3.delete_object(Bucket=bucket, Key=f"{args.client}/{name}")
         console.print(f"removed s3://{bucket}/{args.client}/{name}")
-    _wait_quiet(info, f"{len(args.names)} removal(s)")
+    try:
+        _wait_quiet(info, f"{len(args.names)} removal(s)")
+    except Stalled:
+        print_status(args.client, None, args.json)
+        return 1
     return print_status(args.client, None, args.json)
 
 
@@ -532,7 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Stalled:
+        return 1
 
 
 if __name__ == "__main__":

@@ -122,9 +122,9 @@ def describe(body: str) -> list[str]:
     try:
         event = json.loads(body)
     except ValueError:
-        return ["(not JSON)"]
+        event = None
     if not isinstance(event, dict):
-        return ["(not a known message)"]
+        return [body if len(body) <= 80 else body[:77] + "..."]
     if "idempotency_key" in event and "transformer" in event:
         return [
             f"{event['client_id']}/{event['business_date']} {event['transformer']} "

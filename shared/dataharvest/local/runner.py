@@ -11,6 +11,7 @@ from typing import Any
 
 from dataharvest.local.instances import FunctionSpec, InvokeError, Worker
 from dataharvest.local.mappings import (
+    CRASH_RETRY_S,
     IDLE_BACKOFF_MAX_S,
     Activity,
     Mapping,
@@ -29,11 +30,13 @@ class Runner:
         log_dir: Path,
         base_env: dict[str, str],
         retry_delay_cap: int | None = None,
+        crash_retry_s: int = CRASH_RETRY_S,
     ):
         self.provisioner = provisioner
         self.log_dir = log_dir
         self.base_env = base_env
         self.retry_delay_cap = retry_delay_cap
+        self.crash_retry_s = crash_retry_s
         self.activity = Activity()
         self.stop_event = threading.Event()
         self.workers: dict[str, Worker] = {}
@@ -117,6 +120,7 @@ class Runner:
             batch_size=int(config.get("batchSize", 10)),
             report_failures=config.get("functionResponseType") == "ReportBatchItemFailures",
             retry_delay_cap=self.retry_delay_cap,
+            crash_retry_s=self.crash_retry_s,
         )
 
     def _stream_mapping(
@@ -171,6 +175,7 @@ class Runner:
             worker.stop()
 
     def status(self) -> dict[str, Any]:
+        retrying = [f.as_dict() for f in self.activity.failures_now()]
         with self.activity.lock:
             return {
                 "generation": self.activity.generation,
@@ -179,10 +184,19 @@ class Runner:
                 "failures": self.activity.failures,
                 "idle": self.activity.in_flight == 0 and all(m.idle for m in self.mappings),
                 "mappings": {m.name: {"idle": m.idle, "error": m.error} for m in self.mappings},
+                "retrying": retrying,
             }
 
     def wait_quiet(self, timeout: float = 300.0, settle: float = 0.6) -> bool:
         """Block until nothing is in flight and every mapping saw empty sources twice in a row."""
+        return self.wait_settled(timeout, settle) == "quiet"
+
+    def wait_settled(
+        self, timeout: float = 300.0, settle: float = 0.6, stall_after: float | None = None
+    ) -> str:
+        """Block until quiet ("quiet"), or, with `stall_after`, until the only work left is
+        failed deliveries whose retries are all more than `stall_after` seconds away
+        ("retrying"); "busy" when the timeout ran out first."""
         # The settle interval must outlast the longest idle poll wait, or a record that lands
         # just after a mapping's empty poll could go unseen.
         settle = max(settle, 2 * IDLE_BACKOFF_MAX_S)
@@ -192,12 +206,21 @@ class Runner:
             if first["idle"]:
                 time.sleep(settle)
                 second = self.status()
-                if (
-                    second["idle"]
-                    and second["generation"] == first["generation"]
-                    and all(m.source_empty() for m in self.mappings)
-                    and self.status()["generation"] == first["generation"]
-                ):
-                    return True
+                if second["idle"] and second["generation"] == first["generation"]:
+                    pending = {m.pending() for m in self.mappings}
+                    if self.status()["generation"] == first["generation"]:
+                        if pending <= {"none"}:
+                            return "quiet"
+                        if stall_after is not None and pending <= {"none", "retries"}:
+                            # Failures whose retry is past were redelivered since, or
+                            # dead-lettered: only the ones still to come count.
+                            now = time.time()
+                            retry_in = [
+                                f.retry_at - now
+                                for f in self.activity.failures_now()
+                                if f.retry_at > now
+                            ]
+                            if retry_in and min(retry_in) > stall_after:
+                                return "retrying"
             time.sleep(0.1)
-        return False
+        return "busy"
