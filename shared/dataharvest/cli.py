@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dataharvest.config import load_settings
 from dataharvest.metastore import INPUT_PREFIX, plain
@@ -126,7 +127,11 @@ def _wait_quiet(info, label: str) -> dict[str, Any]:
                 seen = (failure["source"], failure["message_id"], failure["attempt"])
                 if seen not in reported:
                     reported.add(seen)
-                    console.print(f"[yellow]delivery failing:[/] {describe_failure(failure)}")
+                    # Error texts are not markup, and a long one stays on one line.
+                    console.print(
+                        Text.assemble(("delivery failing: ", "yellow"), describe_failure(failure)),
+                        soft_wrap=True,
+                    )
             if status["quiet"]:
                 break
             if status.get("stalled"):
@@ -135,7 +140,8 @@ def _wait_quiet(info, label: str) -> dict[str, Any]:
                     f"left is {len(status['retrying'])} failing delivery(ies) waiting for a "
                     "retry (the queue's visibility timeout; DATAHARVEST_LOCAL_RETRY_SECONDS "
                     "shortens it). `dataharvest status` and `dataharvest dlq list` show what "
-                    "is left."
+                    "is left.",
+                    soft_wrap=True,
                 )
                 raise Stalled
             if time.monotonic() > deadline:
@@ -171,9 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         _wait_quiet(info, f"{len(files)} file(s)")
     except Stalled:
-        # The result so far is still worth printing; the exit code says the work is not done.
+        # The metastore says how far it got (the outputs may be out of reach: the failure may
+        # be the database's); the exit code says the work is not done.
         print_status(args.client, None, args.json)
-        print_outputs(args.client, args.json)
         return 1
     print_status(args.client, None, args.json)
     return print_outputs(args.client, args.json)

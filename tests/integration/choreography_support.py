@@ -1,11 +1,9 @@
 """Helpers for the choreography recovery tests: the example drop, exports to compare with a
-clean run, the metastore flags, and a real database outage."""
+clean run, the metastore flags."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -61,22 +59,3 @@ def outputs(conn: psycopg.Connection, client_id: str) -> dict[str, list]:
 def flags(client_id: str) -> dict[str, Any]:
     item = metastore.get_item(client_id, DAY)
     return {flag: item.get(flag) for flag in ("client_persisted", *FLAGS)}
-
-
-@contextmanager
-def database_outage(database_url: str) -> Iterator[None]:
-    """The database refuses every connection, and the open ones are cut, until the block
-    ends: what the services see while PostgreSQL (or the proxy in front of it) is down."""
-    name = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
-    admin_url = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        try:
-            yield
-        finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

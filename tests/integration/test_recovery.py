@@ -12,7 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from choreography_support import DAY, FLAGS, database_outage, flags, outputs, upload_drop
+from choreography_support import DAY, FLAGS, flags, outputs, upload_drop
+from outage import database_outage
 
 from dataharvest import cli, metastore, registry
 

@@ -79,6 +79,11 @@ class Activity:
             for message_id in message_ids:
                 self.failing.pop((source, message_id), None)
 
+    def forget(self, source: str) -> None:
+        with self.lock:
+            for key in [k for k in self.failing if k[0] == source]:
+                del self.failing[key]
+
     def waiting_retries(self, source: str) -> int:
         """Failed deliveries of this source whose retry is still to come."""
         now = time.time()
@@ -304,6 +309,8 @@ class SqsMapping(Mapping):
         if any(counts.values()):
             return "work"
         if not hidden:
+            # Nothing waits for a retry here (purged, redriven, dead-lettered): forget them.
+            self.activity.forget(self.name)
             return "none"
         # Asked only when no invocation is in flight: a hidden message is one waiting for its
         # retry, or one someone else holds (a `dlq list`, a test's receive).
