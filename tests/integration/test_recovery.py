@@ -200,3 +200,56 @@ def test_bad_arguments_exit_2_with_one_line(local_stack, capsys, argv, message) 
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_the_scheduled_reconciler_dispatches_work_no_stream_record_asked_for(
+    local_stack, db, client_id, wait_quiet, capsys
+):
+    """The catapult service's scheduled `reconcile` handler, invoked as EventBridge would:
+    an item became due while its transformer was disabled and the transformer was enabled
+    without a sweep, so only the reconciler can find it."""
+    import importlib.util
+    import time
+
+    from dataharvest.local.worker import LambdaContext
+
+    db.execute("CREATE SCHEMA IF NOT EXISTS tests")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS tests.echo_outputs "
+        "(client_id text, business_date date, value text)"
+    )
+    good = registry.register(ECHO, "local")
+    registry.put(dataclasses.replace(good, enabled=False))
+    try:
+        metastore.table().put_item(
+            Item={**metastore.item_key(client_id, DAY), "echo_ready": True, "echo_input": "late"}
+        )
+        wait_quiet()
+    finally:
+        registry.put(good)
+    wait_quiet()
+    assert stuck(capsys, client_id) == ["echo_transformer"]
+
+    spec = importlib.util.spec_from_file_location(
+        "catapult_handler", Path(__file__).parents[2] / "services" / "catapult" / "handler.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = LambdaContext(
+        function_name="dataharvest-catapult-local-reconcile",
+        function_version="$LATEST",
+        invoked_function_arn="arn:aws:lambda:eu-west-1:123456789012:function:reconcile",
+        memory_limit_in_mb=512,
+        aws_request_id="test",
+        log_group_name="/aws/lambda/reconcile",
+        log_stream_name="local",
+        deadline_ms=int(time.time() * 1000) + 300_000,
+    )
+    event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    result = module.reconcile(event, context)
+    assert result["dispatched"] >= 1
+    wait_quiet()
+    assert db.execute(
+        "SELECT value FROM tests.echo_outputs WHERE client_id = %s", (client_id,)
+    ).fetchall() == [("late",)]
+    assert stuck(capsys, client_id) == []
