@@ -432,7 +432,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for queue in sorted(chosen, key=lambda q: q.on_failure):
             handled = dlq.redrive(sqs, queue)
             moved += handled
-            if queue.on_failure:
+            if not handled:
+                console.print(f"{queue.name}: empty")
+            elif queue.on_failure:
                 console.print(f"{queue.name}: {handled} record(s); reconciler run, records deleted")
             else:
                 console.print(f"{queue.name}: moved {handled} message(s) back to their queue")
@@ -467,7 +469,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if date_from and date_to and date_from > date_to:
         raise usage_error(f"--from {args.date_from} is after --to {args.date_to}")
     info = client.ensure_stack(home())
-    decisions = catapult.reconcile(args.client, date_from, date_to)
+    try:
+        decisions = catapult.reconcile(args.client, date_from, date_to)
+    except catapult.DispatchError as error:
+        raise SystemExit(f"dataharvest reconcile: some sends failed: {error}") from None
     for decision in decisions:
         m = decision.message
         console.print(f"{m.client_id} {m.business_date}: {m.transformer} {m.action}")

@@ -26,6 +26,7 @@ from urllib.parse import unquote_plus
 
 from botocore.client import BaseClient
 
+from dataharvest.catapult import reconcile
 from dataharvest.config import resource_name
 
 # How long a listed message stays hidden while the listing collects the others.
@@ -203,8 +204,6 @@ def redrive(sqs: BaseClient, queue: DeadLetterQueue) -> int:
         _delete(sqs, queue.url, batch)
         handled += len(batch)
     if taken:
-        from dataharvest.catapult import reconcile
-
         reconcile()
         for start in range(0, len(taken), 10):
             _delete(sqs, queue.url, taken[start : start + 10])

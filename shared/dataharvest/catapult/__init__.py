@@ -4,10 +4,11 @@ registered transformers must APPLY or RETRACT, and sends each its work message. 
 
 from dataharvest.catapult.converge import backfill, converge, need, needs, reconcile
 from dataharvest.catapult.decide import Decision, decide
-from dataharvest.catapult.dispatch import dispatch_record, replay
+from dataharvest.catapult.dispatch import DispatchError, dispatch_record, replay
 
 __all__ = [
     "Decision",
+    "DispatchError",
     "backfill",
     "converge",
     "decide",

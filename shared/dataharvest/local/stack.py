@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from dataharvest.local import slsconfig
+from dataharvest.local.mappings import CRASH_RETRY_S
 from dataharvest.local.provision import Provisioner
 from dataharvest.local.runner import Runner
 
@@ -177,7 +178,7 @@ class LocalStack:
             self.home / "logs",
             base_env,
             retry_delay_cap=self.retry_delay_cap,
-            **({"crash_retry_s": self.crash_retry_s} if self.crash_retry_s is not None else {}),
+            crash_retry_s=CRASH_RETRY_S if self.crash_retry_s is None else self.crash_retry_s,
         )
         for path in (
             self.service_files if self.service_files is not None else slsconfig.service_files()
