@@ -41,6 +41,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if client.running_stack(home()):
         console.print(f"local stack already running ({client.state_file(home())})")
         return 0
+    # Checked here too: a detached stack would only say it exited.
+    retry_delay_cap, crash_retry_s = _retry_delay_cap(), _crash_retry_seconds()
     if args.detach:
         started = time.monotonic()
         info = client.start_detached(home())
@@ -49,9 +51,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"(AWS {info.endpoint_url}, control {info.control_url})"
         )
         return 0
-    stack = LocalStack(
-        home(), retry_delay_cap=_retry_delay_cap(), crash_retry_s=_crash_retry_seconds()
-    )
+    stack = LocalStack(home(), retry_delay_cap=retry_delay_cap, crash_retry_s=crash_retry_s)
     info = stack.start()
     console.print(
         f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
@@ -61,14 +61,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds_from_environment(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    if not value.isdigit():
+        raise usage_error(f"{name}={value!r} is not a number of seconds")
+    return int(value)
+
+
 def _retry_delay_cap() -> int | None:
-    value = os.environ.get("DATAHARVEST_LOCAL_RETRY_SECONDS")
-    return int(value) if value else None
+    return _seconds_from_environment("DATAHARVEST_LOCAL_RETRY_SECONDS")
 
 
 def _crash_retry_seconds() -> int | None:
-    value = os.environ.get("DATAHARVEST_LOCAL_CRASH_RETRY_SECONDS")
-    return int(value) if value else None
+    return _seconds_from_environment("DATAHARVEST_LOCAL_CRASH_RETRY_SECONDS")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
