@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dataharvest.config import load_settings
 from dataharvest.metastore import INPUT_PREFIX, plain
@@ -39,6 +40,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if client.running_stack(home()):
         console.print(f"local stack already running ({client.state_file(home())})")
         return 0
+    # Checked here too: a detached stack would only say it exited.
+    retry_delay_cap, crash_retry_s = _retry_delay_cap(), _crash_retry_seconds()
     if args.detach:
         started = time.monotonic()
         info = client.start_detached(home())
@@ -47,7 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"(AWS {info.endpoint_url}, control {info.control_url})"
         )
         return 0
-    stack = LocalStack(home(), retry_delay_cap=_retry_delay_cap())
+    stack = LocalStack(home(), retry_delay_cap=retry_delay_cap, crash_retry_s=crash_retry_s)
     info = stack.start()
     console.print(
         f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
@@ -57,9 +60,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds_from_environment(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    if not value.isdigit():
+        raise usage_error(f"{name}={value!r} is not a number of seconds")
+    return int(value)
+
+
 def _retry_delay_cap() -> int | None:
-    value = os.environ.get("DATAHARVEST_LOCAL_RETRY_SECONDS")
-    return int(value) if value else None
+    return _seconds_from_environment("DATAHARVEST_LOCAL_RETRY_SECONDS")
+
+
+def _crash_retry_seconds() -> int | None:
+    return _seconds_from_environment("DATAHARVEST_LOCAL_CRASH_RETRY_SECONDS")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -91,17 +106,53 @@ def collect_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def describe_failure(failure: dict[str, Any]) -> str:
+    """One line for a failing delivery the local stack will retry."""
+    attempt = f"attempt {failure['attempt']}"
+    if failure.get("max_attempts"):
+        attempt += f" of {failure['max_attempts']}"
+    what = "crashed" if failure["crashed"] else "failed"
+    return (
+        f"{failure['function']}: {failure['key']} {what} ({attempt}): {failure['error']}; "
+        f"retrying in {failure['retry_in']} s"
+    )
+
+
+class Stalled(Exception):
+    """Only failing deliveries are left; each is retried later (or dead-lettered)."""
+
+
 def _wait_quiet(info, label: str) -> dict[str, Any]:
     from dataharvest.local import client
 
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     started = time.monotonic()
+    reported: set[tuple[str, str, int]] = set()
     with console.status(f"{label}: waiting for the choreography to go quiet") as spinner:
         while True:
             # Short waits, so the spinner can show what the stack is doing meanwhile.
             status = client.control(info, "/quiet?timeout=1", timeout=30)
+            for failure in status.get("retrying", []):
+                seen = (failure["source"], failure["message_id"], failure["attempt"])
+                if seen not in reported:
+                    reported.add(seen)
+                    # Error texts are not markup, and a long one stays on one line.
+                    console.print(
+                        Text.assemble(("delivery failing: ", "yellow"), describe_failure(failure)),
+                        soft_wrap=True,
+                    )
             if status["quiet"]:
                 break
+            if status.get("stalled"):
+                console.print(
+                    f"stopped waiting after {time.monotonic() - started:.1f} s: the only work "
+                    f"left is {len(status['retrying'])} failing delivery(ies) waiting for a "
+                    "retry (the queue's visibility timeout; DATAHARVEST_LOCAL_RETRY_SECONDS "
+                    "shortens it). `dataharvest status` and `dataharvest dlq list` show what "
+                    "is left.",
+                    soft_wrap=True,
+                )
+                raise Stalled
             if time.monotonic() > deadline:
                 raise SystemExit(
                     f"dataharvest: the choreography did not go quiet within {QUIET_TIMEOUT_S} s"
@@ -132,7 +183,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for path in files:
         s3.upload_file(str(path), bucket, f"{args.client}/{path.name}")
         console.print(f"uploaded {path} -> s3://{bucket}/{args.client}/{path.name}")
-    _wait_quiet(info, f"{len(files)} file(s)")
+    try:
+        _wait_quiet(info, f"{len(files)} file(s)")
+    except Stalled:
+        # The metastore says how far it got (the outputs may be out of reach: the failure may
+        # be the database's); the exit code says the work is not done.
+        print_status(args.client, None, args.json)
+        return 1
     print_status(args.client, None, args.json)
     return print_outputs(args.client, args.json)
 
@@ -148,7 +205,11 @@ def cmd_remove(args: argparse.Namespace) -> int:
     for name in args.names:
         s3.delete_object(Bucket=bucket, Key=f"{args.client}/{name}")
         console.print(f"removed s3://{bucket}/{args.client}/{name}")
-    _wait_quiet(info, f"{len(args.names)} removal(s)")
+    try:
+        _wait_quiet(info, f"{len(args.names)} removal(s)")
+    except Stalled:
+        print_status(args.client, None, args.json)
+        return 1
     return print_status(args.client, None, args.json)
 
 
@@ -163,13 +224,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def status_items(client_id: str | None, business_date: str | None) -> list[dict[str, Any]]:
-    from dataharvest import metastore
+    """The metastore items, each with `stuck`: the enabled transformers it still needs work
+    from (due but not done for the current versions; catapult.converge.need)."""
+    from dataharvest import metastore, registry
+    from dataharvest.catapult.converge import due
 
     items = list(metastore.client_items(client_id) if client_id else metastore.all_items())
     if business_date:
-        items = [i for i in items if i[metastore.SORT_KEY] == business_date.replace("-", "")]
+        items = [i for i in items if i[metastore.SORT_KEY] == _yyyymmdd(business_date)]
+    entries = [e for e in registry.load_all() if e.enabled]
     return sorted(
-        (plain(i) for i in items), key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY])
+        ({**plain(i), "stuck": due(entries, i)} for i in items),
+        key=lambda i: (i[metastore.PARTITION_KEY], i[metastore.SORT_KEY]),
     )
 
 
@@ -186,6 +252,7 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
         table.add_column(prefix)
     for flag in done_flags:
         table.add_column(flag.removesuffix("_done").removesuffix("_transformer"))
+    table.add_column("stuck")
     for item in items:
         cells = [item["partition_key"], item["sort_key"]]
         for prefix in INPUT_PREFIX.values():
@@ -208,6 +275,7 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
                 if item.get(flag)
                 else ("[red]✘[/]" if item.get(flag.replace("_done", "_error")) else "-")
             )
+        cells.append("[red]" + ", ".join(item["stuck"]) + "[/]" if item["stuck"] else "")
         table.add_row(*cells)
     out.print(table)
     errors = [
@@ -218,6 +286,11 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
     ]
     for client_id_, date, key, value in errors:
         out.print(f"[red]{client_id_} {date} {key}:[/] {value}")
+    if any(item["stuck"] for item in items):
+        out.print(
+            "stuck: transformers due but not done for the current input versions "
+            "(work in flight, or failed for good: `dataharvest dlq list`, `dataharvest reconcile`)"
+        )
     return 0
 
 
@@ -286,7 +359,11 @@ def cmd_transformers(args: argparse.Namespace) -> int:
         console.print(f"{entry.name} {args.action}d")
     if args.action in ("register", "enable") and not args.no_backfill:
         sent = catapult.backfill(entry)
-        console.print(f"backfill: {len(sent)} client/date item(s) already match; APPLY sent")
+        applies = sum(m.action == "APPLY" for m in sent)
+        console.print(
+            f"backfill: {applies} APPLY and {len(sent) - applies} RETRACT sent "
+            "(items brought to what the registry says now)"
+        )
     if args.action == "replay":
         entry = registry.get(args.target)
         sent = catapult.replay(
@@ -298,10 +375,22 @@ def cmd_transformers(args: argparse.Namespace) -> int:
     return 0
 
 
+def usage_error(message: str) -> SystemExit:
+    """Bad usage or bad arguments: one line on stderr, exit code 2 (contract section 5)."""
+    print(f"dataharvest: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def _yyyymmdd(value: str) -> str:
+    from datetime import datetime
+
     digits = value.replace("-", "")
-    if not re.fullmatch(r"[0-9]{8}", digits):  # \d would take any script's digits
-        raise SystemExit(f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)")
+    try:
+        if not re.fullmatch(r"[0-9]{8}", digits):  # \d would take any script's digits
+            raise ValueError(digits)
+        datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        raise usage_error(f"{value!r} is not a date (YYYY-MM-DD or YYYYMMDD)") from None
     return digits
 
 
@@ -382,33 +471,71 @@ def cmd_retention(args: argparse.Namespace) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     import boto3
 
+    from dataharvest import dlq
     from dataharvest.local import client
-    from dataharvest.persistence import dlq
 
     client.ensure_stack(home())
     sqs = boto3.client("sqs")
-    source_url, dlq_url = dlq.queue_urls(sqs, load_settings())
+    stage = load_settings().stage
+    try:
+        chosen = dlq.select(dlq.queues(sqs, stage), args.queue, stage)
+    except dlq.UnknownQueue as error:
+        raise usage_error(str(error)) from None
     if args.action == "redrive":
-        moved = dlq.redrive(sqs, dlq_url, source_url)
-        console.print(f"moved {moved} message(s) back to the persistence queue")
+        # Moved messages first: the reconciler run for on-failure records then sees their items.
+        moved = 0
+        for queue in sorted(chosen, key=lambda q: q.on_failure):
+            handled = dlq.redrive(sqs, queue)
+            moved += handled
+            if not handled:
+                console.print(f"{queue.name}: empty")
+            elif queue.on_failure:
+                console.print(f"{queue.name}: {handled} record(s); reconciler run, records deleted")
+            else:
+                console.print(f"{queue.name}: moved {handled} message(s) back to their queue")
         if moved and not args.no_wait:
             _wait_quiet(client.running_stack(home()), "dlq redrive")
         return 0
-    letters = dlq.list_dead_letters(sqs, dlq_url)
+    letters = [letter for queue in chosen for letter in dlq.list_dead_letters(sqs, queue)]
     if args.json:
         print(json.dumps([letter.as_dict() for letter in letters], indent=2))
         return 0
-    table = Table(title=f"persistence dead letters ({len(letters)})")
-    for column in ("message id", "receives", "first sent", "keys"):
+    table = Table(title=f"dead letters ({len(letters)} in {len(chosen)} queue(s))")
+    for column in ("queue", "message id", "receives", "first sent", "about"):
         table.add_column(column)
     for letter in letters:
         table.add_row(
+            letter.queue,
             letter.message_id,
             str(letter.receive_count),
             letter.first_received,
             "\n".join(letter.keys),
         )
     out.print(table)
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from dataharvest import catapult
+    from dataharvest.local import client
+
+    date_from = _yyyymmdd(args.date_from) if args.date_from else None
+    date_to = _yyyymmdd(args.date_to) if args.date_to else None
+    if date_from and date_to and date_from > date_to:
+        raise usage_error(f"--from {args.date_from} is after --to {args.date_to}")
+    info = client.ensure_stack(home())
+    try:
+        decisions = catapult.reconcile(args.client, date_from, date_to)
+    except catapult.DispatchError as error:
+        raise SystemExit(f"dataharvest reconcile: some sends failed: {error}") from None
+    for decision in decisions:
+        m = decision.message
+        console.print(f"{m.client_id} {m.business_date}: {m.transformer} {m.action}")
+    console.print(f"reconcile: {len(decisions)} work message(s) dispatched")
+    if decisions and not args.no_wait:
+        _wait_quiet(info, "reconcile")
+    if args.json:
+        print(json.dumps([d.message.__dict__ for d in decisions], indent=2, default=str))
     return 0
 
 
@@ -468,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not dispatch APPLY for items that already match",
     )
-    ten = tsub.add_parser("enable", help="enable a transformer (backfills unless told not to)")
+    ten = tsub.add_parser(
+        "enable", help="enable a transformer and converge every item (unless --no-backfill)"
+    )
     ten.add_argument("target", metavar="NAME")
     ten.add_argument("--no-backfill", action="store_true")
     tdis = tsub.add_parser("disable", help="disable a transformer")
@@ -521,19 +650,37 @@ def build_parser() -> argparse.ArgumentParser:
     rapply.add_argument("--json", action="store_true")
     retention.set_defaults(func=cmd_retention)
 
-    dead = sub.add_parser("dlq", help="the persistence dead-letter queue")
+    dead = sub.add_parser("dlq", help="the dead-letter queues of the stage")
     dsub = dead.add_subparsers(dest="action", required=True)
-    dlist = dsub.add_parser("list", help="dead-lettered deliveries and their S3 keys")
+    dlist = dsub.add_parser("list", help="dead-lettered messages, and what each is about")
+    dlist.add_argument("--queue", metavar="NAME", help="one queue (e.g. persistence-dlq)")
     dlist.add_argument("--json", action="store_true")
-    drive = dsub.add_parser("redrive", help="move them back to the persistence queue")
+    drive = dsub.add_parser(
+        "redrive",
+        help="move them back to their queues (on-failure records: run the reconciler)",
+    )
+    drive.add_argument("--queue", metavar="NAME", help="one queue (default: every one)")
     drive.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     dead.set_defaults(func=cmd_dlq)
+
+    recon = sub.add_parser(
+        "reconcile", help="re-dispatch transformers due but not done for the current versions"
+    )
+    recon.add_argument("--client")
+    recon.add_argument("--from", dest="date_from", metavar="D", help="YYYY-MM-DD or YYYYMMDD")
+    recon.add_argument("--to", dest="date_to", metavar="D", help="YYYY-MM-DD or YYYYMMDD")
+    recon.add_argument("--json", action="store_true", help="print the dispatched messages")
+    recon.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    recon.set_defaults(func=cmd_reconcile)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Stalled:
+        return 1
 
 
 if __name__ == "__main__":

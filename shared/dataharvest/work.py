@@ -45,3 +45,9 @@ class WorkMessage:
         data = json.loads(body) if isinstance(body, str) else dict(body)
         data.pop("idempotency_key", None)
         return cls(**data)
+
+
+def output_version(input_versions: dict[str, str]) -> str:
+    """What `<name>_version` holds after a run on these input versions, and what downstream
+    transformers watch: it changes whenever the output was recomputed from different inputs."""
+    return hashlib.sha256(json.dumps(input_versions, sort_keys=True).encode()).hexdigest()[:16]

@@ -29,6 +29,10 @@ pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1800)]
 SERVICES = [stack_name(d) for d in stack_directories() if d != REPO]
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
 def _function_of(mapping: dict[str, Any]) -> str:
     return mapping["Properties"]["FunctionName"]["Fn::GetAtt"][0]
 
@@ -185,6 +189,40 @@ def test_service_event_sources(packaged: dict[str, Packaged], service: str) -> N
             reserved = functions[function]["Properties"].get("ReservedConcurrentExecutions")
             maximum = props.get("ScalingConfig", {}).get("MaximumConcurrency")
             assert reserved or maximum, f"{function}: unbounded concurrency on PostgreSQL"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_scheduled_functions_record_failed_runs(
+    packaged: dict[str, Packaged], service: str
+) -> None:
+    """A scheduled function is invoked asynchronously: a run that failed its retries must land
+    in an on-failure queue with a depth alarm, which the function's own role may write to."""
+    stack = packaged[service]
+    functions = stack.of_type("AWS::Lambda::Function")
+    configs = {
+        c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
+        for c in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+    }
+    for logical, rule in stack.of_type("AWS::Events::Rule").items():
+        for target in rule["Properties"]["Targets"]:
+            function = target["Arn"]["Fn::GetAtt"][0]
+            config = configs.get(function)
+            assert config, f"{function}: no asynchronous invocation config"
+            assert 0 <= config["MaximumRetryAttempts"] <= 2, function
+            destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+            where, queue = _queue(packaged, stack, destination)
+            assert _queue_alarms(where, queue), f"{function}: on-failure queue has no alarm"
+            role = stack.resources[functions[function]["Properties"]["Role"]["Fn::GetAtt"][0]]
+            statements = [
+                s
+                for policy in role["Properties"].get("Policies", [])
+                for s in policy["PolicyDocument"]["Statement"]
+            ]
+            assert any(
+                "sqs:SendMessage" in _as_list(s["Action"])
+                and destination in _as_list(s["Resource"])
+                for s in statements
+            ), f"{function}: its role cannot write to its on-failure queue ({logical})"
 
 
 def test_cfn_lint_finds_no_errors(packaged: dict[str, Packaged]) -> None:

@@ -98,16 +98,18 @@ def test_dlq_list_and_redrive(client_id, capsys, db, stack_info, wait_quiet) -> 
     # A delivery that failed maxReceiveCount times, as the queue's redrive policy leaves it.
     sqs.send_message(QueueUrl=dlq_url, MessageBody=s3_event(object_key, "ObjectCreated:Put"))
 
-    capsys.readouterr()
-    assert cli.main(["dlq", "list", "--json"]) == 0
-    letters = json.loads(capsys.readouterr().out)
-    assert [letter["keys"] for letter in letters] == [[object_key]]
-    assert cli.main(["dlq", "list", "--json"]) == 0  # listing leaves the messages in place
-    assert len(json.loads(capsys.readouterr().out)) == 1
+    def letters() -> list[dict]:
+        capsys.readouterr()
+        assert cli.main(["dlq", "list", "--json", "--queue", "persistence-dlq"]) == 0
+        return json.loads(capsys.readouterr().out)
 
-    assert cli.main(["dlq", "redrive", "--no-wait"]) == 0
+    assert [(letter["queue"], letter["keys"]) for letter in letters()] == [
+        ("persistence-dlq", [object_key])
+    ]
+    assert len(letters()) == 1  # listing leaves the messages in place
+
+    assert cli.main(["dlq", "redrive", "--queue", "persistence-dlq", "--no-wait"]) == 0
     wait_quiet()
-    assert cli.main(["dlq", "list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == []
+    assert letters() == []
     assert len(raw_rows(db, "accounts", client_id)) == 2
     assert input_state(client_id, "account")["version"] == version

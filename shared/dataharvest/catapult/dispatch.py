@@ -1,5 +1,5 @@
-"""Send work messages to transformer queues: from stream records (catapult), from a registry
-sweep (register / enable backfill) and for replays over a date range."""
+"""Send work messages to transformer queues: from stream records (catapult) and for replays over
+a date range. Register / enable sweeps and the reconciler are in converge.py."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def item_as_record(item: dict[str, Any]) -> dict[str, Any]:
     return as_image_record({k: _serializer.serialize(v) for k, v in item.items()})
 
 
-def _apply_messages(
-    entry: TransformerEntry, items: Iterable[dict[str, Any]], replay_id: str | None
+def _replay_messages(
+    entry: TransformerEntry, items: Iterable[dict[str, Any]], replay_id: str
 ) -> list[WorkMessage]:
     messages = []
     for item in items:
@@ -81,19 +81,13 @@ def _apply_messages(
                 transformer=entry.name,
                 action="APPLY",
                 input_versions=watched_versions(entry, item),
-                trigger={"source": "replay" if replay_id else "backfill"},
+                trigger={"source": "replay"},
                 replay=replay_id,
             )
         )
     for message in messages:
         send(entry, message)
     return messages
-
-
-def backfill(entry: TransformerEntry) -> list[WorkMessage]:
-    """APPLY for every client and date that already matches (a stream never shows the past).
-    Same idempotency keys as stream dispatches, so items already done are not re-run."""
-    return _apply_messages(entry, metastore.all_items(), replay_id=None)
 
 
 def replay(
@@ -105,4 +99,4 @@ def replay(
         for i in metastore.client_items(client_id)
         if date_from <= i[metastore.SORT_KEY] <= date_to
     )
-    return _apply_messages(entry, items, replay_id=uuid.uuid4().hex)
+    return _replay_messages(entry, items, replay_id=uuid.uuid4().hex)

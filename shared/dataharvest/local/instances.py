@@ -27,6 +27,26 @@ class FunctionSpec:
 class InvokeError(RuntimeError):
     """The function failed (raised, crashed or timed out): the whole batch failed."""
 
+    # The execution environment died with the invocation (crash, kill, timeout): Lambda would
+    # return the batch only after the queue's visibility timeout; locally it returns sooner.
+    crashed = False
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None):
+        super().__init__(message)
+        # Item identifier -> "Type: message", when every record of the batch failed.
+        self.errors = errors or {}
+
+
+class InstanceDied(InvokeError):
+    crashed = True
+
+
+@dataclass(frozen=True)
+class Invocation:
+    result: Any
+    # Item identifier -> "Type: message" for each record of a partial batch response.
+    errors: dict[str, str]
+
 
 class Worker:
     """One Lambda instance of a function: a long-lived process serving one invoke at a time."""
@@ -67,7 +87,7 @@ class Worker:
             raise InvokeError(f"{self.spec.name}: init failed, see {self.log_path}")
         return process
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any]) -> Invocation:
         with self._lock:
             if self._process is None or self._process.poll() is not None:
                 self._process = self._start()
@@ -80,16 +100,24 @@ class Worker:
                 # Lambda ends a timed-out invocation and starts a fresh environment.
                 process.kill()
                 self._process = None
-                raise InvokeError(f"{self.spec.name}: timed out after {self.spec.timeout} s")
+                raise InstanceDied(f"{self.spec.name}: timed out after {self.spec.timeout} s")
             if not reply_line:
                 self._process = None
-                raise InvokeError(f"{self.spec.name}: runtime exited, see {self.log_path}")
+                try:
+                    status = process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    status = None
+                raise InstanceDied(
+                    f"{self.spec.name}: worker process died mid-invocation (exit status "
+                    f"{status}), see {self.log_path}"
+                )
             reply = json.loads(reply_line)
             if not reply["ok"]:
                 raise InvokeError(
-                    f"{self.spec.name}: {reply['errorType']}: {reply['errorMessage']}"
+                    f"{self.spec.name}: {reply['errorType']}: {reply['errorMessage']}",
+                    reply.get("errors"),
                 )
-            return reply["result"]
+            return Invocation(reply["result"], reply.get("errors") or {})
 
     def warm(self) -> None:
         """Start the instance ahead of its first event (like provisioned concurrency)."""

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dataharvest.dlq import describe
 from dataharvest.filters import matches
-from dataharvest.local.instances import InvokeError, Worker
+from dataharvest.local.instances import Invocation, InvokeError, Worker
 
 # Empty sources are polled again after a wait that doubles from MIN to MAX.
 IDLE_BACKOFF_MIN_S = 0.02
@@ -29,6 +30,33 @@ SHARD_REFRESH_S = 5.0
 SQS_LONG_POLL_S = 1
 # How long a stream mapping waits between retries of a failed batch (AWS backs off similarly).
 STREAM_RETRY_BACKOFF_S = 0.2
+# A crashed invocation's messages come back after this long by default, not after the queue's
+# visibility timeout (90 minutes for persistence): nothing is gained locally by waiting.
+CRASH_RETRY_S = 5
+# A failure stays in the report this long after its retry was due (it may have been
+# dead-lettered on that receive: the report does not follow it there).
+FAILURE_REPORT_GRACE_S = 60
+
+
+@dataclass
+class Failure:
+    """A delivery that failed and will be retried: what `dataharvest run` reports."""
+
+    function: str
+    source: str  # the mapping: sqs:<queue> or stream:<table>
+    message_id: str
+    key: str  # what it is about (dataharvest.dlq.describe)
+    attempt: int
+    max_attempts: int | None  # the queue's maxReceiveCount; None for a stream or no DLQ
+    error: str
+    retry_at: float  # time.time() at which it is delivered again
+    crashed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "retry_at"},
+            "retry_in": max(0, round(self.retry_at - time.time())),
+        }
 
 
 @dataclass
@@ -40,6 +68,35 @@ class Activity:
     in_flight: int = 0
     invocations: int = 0
     failures: int = 0
+    failing: dict[tuple[str, str], Failure] = field(default_factory=dict)
+
+    def failed(self, failure: Failure) -> None:
+        with self.lock:
+            self.failing[(failure.source, failure.message_id)] = failure
+
+    def delivered(self, source: str, message_ids: list[str]) -> None:
+        with self.lock:
+            for message_id in message_ids:
+                self.failing.pop((source, message_id), None)
+
+    def forget(self, source: str) -> None:
+        with self.lock:
+            for key in [k for k in self.failing if k[0] == source]:
+                del self.failing[key]
+
+    def waiting_retries(self, source: str) -> int:
+        """Failed deliveries of this source whose retry is still to come."""
+        now = time.time()
+        with self.lock:
+            return sum(f.source == source and f.retry_at > now for f in self.failing.values())
+
+    def failures_now(self) -> list[Failure]:
+        now = time.time()
+        with self.lock:
+            for key, failure in list(self.failing.items()):
+                if failure.retry_at + FAILURE_REPORT_GRACE_S < now:
+                    del self.failing[key]
+            return sorted(self.failing.values(), key=lambda f: f.retry_at)
 
     def begin(self) -> None:
         with self.lock:
@@ -63,13 +120,14 @@ class Mapping(threading.Thread):
         self.idle = False
         self.error: str | None = None
 
-    def invoke(self, event: dict[str, Any]) -> Any:
+    def invoke(self, event: dict[str, Any]) -> Invocation:
         self.activity.begin()
         failed = True
         try:
-            result = self.worker.invoke(event)
+            invocation = self.worker.invoke(event)
+            result = invocation.result
             failed = bool(isinstance(result, dict) and result.get("batchItemFailures"))
-            return result
+            return invocation
         finally:
             self.activity.end(failed)
 
@@ -98,9 +156,10 @@ class Mapping(threading.Thread):
         """Deliver what is there; True when something was found (the source was not empty)."""
         raise NotImplementedError
 
-    def source_empty(self) -> bool:
-        """A fresh look at the source, for the quiet check (the idle flag may be a poll old)."""
-        return self.idle
+    def pending(self) -> str:
+        """A fresh look at the source, for the quiet check (the idle flag may be a poll old):
+        "none", "retries" (only failed deliveries waiting for their retry) or "work"."""
+        return "none" if self.idle else "work"
 
 
 class SqsMapping(Mapping):
@@ -116,6 +175,7 @@ class SqsMapping(Mapping):
         batch_size: int,
         report_failures: bool,
         retry_delay_cap: int | None,
+        crash_retry_s: int = CRASH_RETRY_S,
     ):
         super().__init__(worker, activity, stop, f"sqs:{queue_arn.rsplit(':', 1)[-1]}")
         self.sqs = sqs
@@ -124,6 +184,32 @@ class SqsMapping(Mapping):
         self.batch_size = batch_size
         self.report_failures = report_failures
         self.retry_delay_cap = retry_delay_cap
+        self.crash_retry_s = crash_retry_s
+        self._queue_settings: tuple[int, int | None] | None = None
+
+    def queue_settings(self) -> tuple[int, int | None]:
+        """(visibility timeout, maxReceiveCount or None), read once."""
+        if self._queue_settings is None:
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+            )["Attributes"]
+            policy = json.loads(attributes.get("RedrivePolicy") or "{}")
+            max_receives = policy.get("maxReceiveCount")
+            self._queue_settings = (
+                int(attributes.get("VisibilityTimeout", 30)),
+                int(max_receives) if max_receives else None,
+            )
+        return self._queue_settings
+
+    def retry_delay(self, crashed: bool) -> int:
+        """When a failed message comes back: the queue's visibility timeout as in AWS, unless
+        the stack caps it; a crashed invocation's after a short delay."""
+        delay = self.queue_settings()[0]
+        if self.retry_delay_cap is not None:
+            delay = min(delay, self.retry_delay_cap)
+        if crashed:
+            delay = min(delay, self.crash_retry_s)
+        return delay
 
     long_polls = True
 
@@ -139,7 +225,7 @@ class SqsMapping(Mapping):
         )
         messages = response.get("Messages", [])
         if not messages:
-            return False  # in-flight retries are checked by source_empty() when it matters
+            return False  # in-flight retries are checked by pending() when it matters
         region = self.queue_arn.split(":")[3]
         records = [
             {
@@ -155,14 +241,20 @@ class SqsMapping(Mapping):
             }
             for m in messages
         ]
-        failed_ids: set[str]
+        errors: dict[str, str]
+        crashed = False
         try:
-            result = self.invoke({"Records": records})
-            failed_ids = set()
-            if self.report_failures and isinstance(result, dict):
-                failed_ids = {f["itemIdentifier"] for f in result.get("batchItemFailures") or []}
-        except InvokeError:
+            invocation = self.invoke({"Records": records})
+            failed_ids: set[str] = set()
+            if self.report_failures and isinstance(invocation.result, dict):
+                failed_ids = {
+                    f["itemIdentifier"] for f in invocation.result.get("batchItemFailures") or []
+                }
+            errors = invocation.errors
+        except InvokeError as error:
             failed_ids = {r["messageId"] for r in records}
+            errors = {i: error.errors.get(i, str(error)) for i in failed_ids}
+            crashed = error.crashed
         done = [r for r in records if r["messageId"] not in failed_ids]
         for start in range(0, len(done), 10):
             self.sqs.delete_message_batch(
@@ -172,17 +264,38 @@ class SqsMapping(Mapping):
                     for i, r in enumerate(done[start : start + 10])
                 ],
             )
-        if failed_ids and self.retry_delay_cap is not None:
-            for r in records:
-                if r["messageId"] in failed_ids:
-                    self.sqs.change_message_visibility(
-                        QueueUrl=self.queue_url,
-                        ReceiptHandle=r["receiptHandle"],
-                        VisibilityTimeout=self.retry_delay_cap,
-                    )
+        self.activity.delivered(self.name, [r["messageId"] for r in done])
+        if failed_ids:
+            self._retry_later([r for r in records if r["messageId"] in failed_ids], errors, crashed)
         return True
 
-    def source_empty(self) -> bool:
+    def _retry_later(
+        self, failed: list[dict[str, Any]], errors: dict[str, str], crashed: bool
+    ) -> None:
+        visibility, max_receives = self.queue_settings()
+        delay = self.retry_delay(crashed)
+        for r in failed:
+            if delay != visibility:
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=r["receiptHandle"],
+                    VisibilityTimeout=delay,
+                )
+            self.activity.failed(
+                Failure(
+                    function=self.worker.spec.name,
+                    source=self.name,
+                    message_id=r["messageId"],
+                    key=", ".join(describe(r["body"])),
+                    attempt=int(r["attributes"].get("ApproximateReceiveCount", 1)),
+                    max_attempts=max_receives,
+                    error=errors.get(r["messageId"], "reported as a failed batch item"),
+                    retry_at=time.time() + delay,
+                    crashed=crashed,
+                )
+            )
+
+    def pending(self) -> str:
         attrs = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
             AttributeNames=[
@@ -191,7 +304,17 @@ class SqsMapping(Mapping):
                 "ApproximateNumberOfMessagesDelayed",
             ],
         )["Attributes"]
-        return not any(int(v) for v in attrs.values())
+        counts = {k: int(v) for k, v in attrs.items()}
+        hidden = counts.pop("ApproximateNumberOfMessagesNotVisible")
+        if any(counts.values()):
+            return "work"
+        if not hidden:
+            # Nothing waits for a retry here (purged, redriven, dead-lettered): forget them.
+            self.activity.forget(self.name)
+            return "none"
+        # Asked only when no invocation is in flight: a hidden message is one waiting for its
+        # retry, or one someone else holds (a `dlq list`, a test's receive).
+        return "retries" if hidden <= self.activity.waiting_retries(self.name) else "work"
 
 
 class StreamMapping(Mapping):
@@ -269,20 +392,28 @@ class StreamMapping(Mapping):
 
     def _deliver(self, shard_id: str, batch: list[dict[str, Any]], attempt: int = 0) -> None:
         while batch:
+            sequence_numbers = [r["dynamodb"]["SequenceNumber"] for r in batch]
             try:
-                result = self.invoke({"Records": batch})
-            except InvokeError:
+                invocation = self.invoke({"Records": batch})
+            except InvokeError as error:
                 failed_from = 0
+                message = error.errors.get(sequence_numbers[0], str(error))
             else:
+                result = invocation.result
                 failures = (result or {}).get("batchItemFailures") if self.report_failures else None
                 if not failures:
                     self.delivered += len(batch)
+                    self.activity.delivered(self.name, sequence_numbers)
                     return
-                sequence_numbers = [r["dynamodb"]["SequenceNumber"] for r in batch]
                 first = min(sequence_numbers.index(f["itemIdentifier"]) for f in failures)
                 self.delivered += first
+                self.activity.delivered(self.name, sequence_numbers[:first])
                 failed_from = first
+                message = invocation.errors.get(
+                    sequence_numbers[first], "reported as a failed batch item"
+                )
             batch = batch[failed_from:]
+            self._report(batch[0], attempt, message)
             self.stop_event.wait(STREAM_RETRY_BACKOFF_S)
             if self.bisect and len(batch) > 1:
                 # Splitting a batch does not count towards the retry quota (AWS Lambda docs).
@@ -292,8 +423,25 @@ class StreamMapping(Mapping):
                 return
             if attempt >= self.max_retry_attempts:
                 self._send_to_on_failure(shard_id, batch, attempt)
+                self.activity.delivered(self.name, [r["dynamodb"]["SequenceNumber"] for r in batch])
                 return
             attempt += 1
+
+    def _report(self, record: dict[str, Any], attempt: int, error: str) -> None:
+        keys = (record["dynamodb"].get("Keys") or {}).values()
+        self.activity.failed(
+            Failure(
+                function=self.worker.spec.name,
+                source=self.name,
+                message_id=record["dynamodb"]["SequenceNumber"],
+                key="stream record " + "/".join(str(next(iter(k.values()))) for k in keys),
+                attempt=attempt + 1,
+                max_attempts=self.max_retry_attempts + 1,
+                error=error,
+                retry_at=time.time() + STREAM_RETRY_BACKOFF_S,
+                crashed=False,
+            )
+        )
 
     def _send_to_on_failure(self, shard_id: str, batch: list[dict[str, Any]], attempt: int) -> None:
         if not self.on_failure_queue_url:

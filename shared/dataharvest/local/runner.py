@@ -12,6 +12,7 @@ from typing import Any
 
 from dataharvest.local.instances import FunctionSpec, InvokeError, Worker
 from dataharvest.local.mappings import (
+    CRASH_RETRY_S,
     IDLE_BACKOFF_MAX_S,
     Activity,
     Mapping,
@@ -30,11 +31,13 @@ class Runner:
         log_dir: Path,
         base_env: dict[str, str],
         retry_delay_cap: int | None = None,
+        crash_retry_s: int = CRASH_RETRY_S,
     ):
         self.provisioner = provisioner
         self.log_dir = log_dir
         self.base_env = base_env
         self.retry_delay_cap = retry_delay_cap
+        self.crash_retry_s = crash_retry_s
         self.activity = Activity()
         self.stop_event = threading.Event()
         self.workers: dict[str, Worker] = {}
@@ -78,10 +81,15 @@ class Runner:
         sqs = self.provisioner.client("sqs")
         streams = self.provisioner.client("dynamodbstreams")
         for key, definition in stack.file.functions.items():
+            events = definition.get("events") or []
+            if not any("sqs" in event or "stream" in event for event in events):
+                # Schedules are not run locally (`dataharvest reconcile` is the local trigger):
+                # nothing would ever invoke this function, so it gets no worker process.
+                continue
             spec = self.function_spec(stack, key)
             worker = self.workers[spec.name] = Worker(spec, self.log_dir)
             function_arn = f"arn:aws:lambda:{stack.file.region}:123456789012:function:{spec.name}"
-            for event in definition.get("events") or []:
+            for event in events:
                 if "sqs" in event:
                     self.mappings.append(self._sqs_mapping(worker, stack, event["sqs"], sqs))
                     # More instances polling the same queue, up to the mapping's maximum
@@ -128,6 +136,7 @@ class Runner:
             batch_size=int(config.get("batchSize", 10)),
             report_failures=config.get("functionResponseType") == "ReportBatchItemFailures",
             retry_delay_cap=self.retry_delay_cap,
+            crash_retry_s=self.crash_retry_s,
         )
 
     def _stream_mapping(
@@ -182,6 +191,7 @@ class Runner:
             worker.stop()
 
     def status(self) -> dict[str, Any]:
+        retrying = [f.as_dict() for f in self.activity.failures_now()]
         with self.activity.lock:
             return {
                 "generation": self.activity.generation,
@@ -190,10 +200,19 @@ class Runner:
                 "failures": self.activity.failures,
                 "idle": self.activity.in_flight == 0 and all(m.idle for m in self.mappings),
                 "mappings": {m.name: {"idle": m.idle, "error": m.error} for m in self.mappings},
+                "retrying": retrying,
             }
 
     def wait_quiet(self, timeout: float = 300.0, settle: float = 0.6) -> bool:
         """Block until nothing is in flight and every mapping saw empty sources twice in a row."""
+        return self.wait_settled(timeout, settle) == "quiet"
+
+    def wait_settled(
+        self, timeout: float = 300.0, settle: float = 0.6, stall_after: float | None = None
+    ) -> str:
+        """Block until quiet ("quiet"), or, with `stall_after`, until the only work left is
+        failed deliveries whose retries are all more than `stall_after` seconds away
+        ("retrying"); "busy" when the timeout ran out first."""
         # The settle interval must outlast the longest idle poll wait, or a record that lands
         # just after a mapping's empty poll could go unseen.
         settle = max(settle, 2 * IDLE_BACKOFF_MAX_S)
@@ -203,12 +222,21 @@ class Runner:
             if first["idle"]:
                 time.sleep(settle)
                 second = self.status()
-                if (
-                    second["idle"]
-                    and second["generation"] == first["generation"]
-                    and all(m.source_empty() for m in self.mappings)
-                    and self.status()["generation"] == first["generation"]
-                ):
-                    return True
+                if second["idle"] and second["generation"] == first["generation"]:
+                    pending = {m.pending() for m in self.mappings}
+                    if self.status()["generation"] == first["generation"]:
+                        if pending <= {"none"}:
+                            return "quiet"
+                        if stall_after is not None and pending <= {"none", "retries"}:
+                            # Failures whose retry is past were redelivered since, or
+                            # dead-lettered: only the ones still to come count.
+                            now = time.time()
+                            retry_in = [
+                                f.retry_at - now
+                                for f in self.activity.failures_now()
+                                if f.retry_at > now
+                            ]
+                            if retry_in and min(retry_in) > stall_after:
+                                return "retrying"
             time.sleep(0.1)
-        return False
+        return "busy"

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from dataharvest.local import slsconfig
+from dataharvest.local.mappings import CRASH_RETRY_S
 from dataharvest.local.provision import Provisioner
 from dataharvest.local.runner import Runner
 from dataharvest.persistence import storage
@@ -28,6 +29,9 @@ LOCAL_CREDENTIALS = {
 }
 DEFAULT_REGION = "eu-west-1"
 DATABASE_NAME = "dataharvest"
+# `dataharvest run` stops waiting when the only work left is retries this far away or more
+# (a short local retry delay is simply waited out).
+STALL_AFTER_S = 10
 
 
 @dataclass
@@ -108,12 +112,14 @@ class LocalStack:
         region: str = DEFAULT_REGION,
         service_files: list[Path] | None = None,
         retry_delay_cap: int | None = None,
+        crash_retry_s: int | None = None,
     ):
         self.home = home
         self.stage = stage
         self.region = region
         self.service_files = service_files
         self.retry_delay_cap = retry_delay_cap
+        self.crash_retry_s = crash_retry_s
         self.moto_server = None
         self.control: ThreadingHTTPServer | None = None
         self.runner: Runner | None = None
@@ -170,7 +176,11 @@ class LocalStack:
         )
         base_env = {**self.info.client_environment(), "DATAHARVEST_HOME": str(self.home)}
         self.runner = Runner(
-            self.provisioner, self.home / "logs", base_env, retry_delay_cap=self.retry_delay_cap
+            self.provisioner,
+            self.home / "logs",
+            base_env,
+            retry_delay_cap=self.retry_delay_cap,
+            crash_retry_s=CRASH_RETRY_S if self.crash_retry_s is None else self.crash_retry_s,
         )
         for path in (
             self.service_files if self.service_files is not None else slsconfig.service_files()
@@ -208,7 +218,12 @@ class LocalStack:
             def do_GET(self) -> None:
                 if self.path.startswith("/quiet"):
                     timeout = float(self.path.partition("timeout=")[2] or 300)
-                    body: dict[str, Any] = {"quiet": stack.runner.wait_quiet(timeout)}
+                    state = stack.runner.wait_settled(timeout, stall_after=STALL_AFTER_S)
+                    body: dict[str, Any] = {
+                        "quiet": state == "quiet",
+                        # Only failed deliveries are left, each retried a while from now.
+                        "stalled": state == "retrying",
+                    }
                     body.update(stack.runner.status())
                 elif self.path == "/health":
                     body = {

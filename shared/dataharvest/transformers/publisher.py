@@ -38,14 +38,12 @@ import boto3
 import psycopg
 
 from dataharvest import metastore, registry
-from dataharvest.catapult.decide import watched_versions
-from dataharvest.catapult.dispatch import item_as_record
+from dataharvest.catapult.converge import need
 from dataharvest.config import settings
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
     business_date_of,
-    output_version,
 )
 from dataharvest.work import WorkMessage
 
@@ -191,19 +189,9 @@ class PublishError(RuntimeError):
 
 def upstream_settled(item: dict[str, Any], entries: list[registry.TransformerEntry]) -> bool:
     """Whether every upstream transformer has caught up with the item: done on the current
-    versions of its inputs where its filter matches, not done where it does not."""
-    record = item_as_record(item)
-    for entry in entries:
-        if entry.name not in UPSTREAM or not entry.enabled:
-            continue
-        done = item.get(f"{entry.name}_done") is True
-        if entry.matches_image(record):
-            expected = output_version(watched_versions(entry, item))
-            if not done or item.get(f"{entry.name}_version") != expected:
-                return False
-        elif done:
-            return False
-    return True
+    versions of its inputs where its filter matches, not done where it does not (the rule
+    the reconciler converges on, catapult.converge.need)."""
+    return not any(e.name in UPSTREAM and need(e, item) is not None for e in entries)
 
 
 def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:

@@ -10,7 +10,6 @@ retracts whatever depends on it in turn.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from dataharvest import db, metastore, registry
 from dataharvest.catapult.decide import watched_versions
 from dataharvest.catapult.dispatch import item_as_record
 from dataharvest.observability import logger
-from dataharvest.work import WorkMessage
+from dataharvest.work import WorkMessage, output_version
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,6 @@ _registry = registry.RegistryCache()
 
 def business_date_of(message: WorkMessage) -> date:
     return datetime.strptime(message.business_date, "%Y%m%d").date()
-
-
-def output_version(input_versions: dict[str, str]) -> str:
-    """What downstream transformers watch: changes whenever this output was recomputed from
-    different inputs."""
-    return hashlib.sha256(json.dumps(input_versions, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _entry(name: str) -> registry.TransformerEntry:
@@ -99,8 +92,10 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
         return RunResult("superseded")
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    conn = db.shared_connection()
+    conn = None
     try:
+        # Inside the try: a database that refuses connections is a failure to record too.
+        conn = db.shared_connection()
         with conn.transaction():
             rows = _run_in_transaction(conn, transformer, entry, message, started_at, started)
     except StaleWork:
@@ -177,7 +172,7 @@ def _record_run(conn, transformer, message, outcome, rows, started_at, started, 
 
 def _record_failure(conn, transformer, message, started_at, started, error) -> None:
     text = f"{type(error).__name__}: {error}"
-    if not conn.broken:
+    if conn is not None and not conn.broken:
         _record_run(conn, transformer, message, "failed", 0, started_at, started, text)
     metastore.table().update_item(
         Key=metastore.item_key(message.client_id, message.business_date),
