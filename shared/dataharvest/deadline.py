@@ -33,10 +33,18 @@ def budget_seconds() -> float:
 def guarded(record_handler: Callable[[Any], Any]) -> Callable[..., Any]:
     """`record_handler` for powertools' batch processor, refusing records it has no time for.
 
-    powertools passes `lambda_context` to a record handler that names it."""
+    powertools passes `lambda_context` to a record handler that names it. The first record of
+    an invocation always runs: refusing it would gain nothing (the next invocation has no more
+    time) and would only loop a record whose budget was set above the function's timeout."""
+    started: set[str] = set()  # invocations that took a record already (one, in practice)
 
     def handle(record: Any, lambda_context: Any = None) -> Any:
-        if lambda_context is not None:
+        request = getattr(lambda_context, "aws_request_id", None)
+        first = request not in started
+        if first:
+            started.clear()
+            started.add(request)
+        if lambda_context is not None and not first:
             left_ms = lambda_context.get_remaining_time_in_millis()
             budget = budget_seconds()
             if left_ms < budget * 1000:

@@ -71,7 +71,7 @@ def test_a_delivery_failing_on_every_attempt_is_reported_and_run_stops_waiting(h
     )
 
 
-def _worker_pids(stack_pid: int, service: str) -> list[int]:
+def _worker_pids(stack_pid: int, service: str, handler: str = "handler.handler") -> list[int]:
     listing = subprocess.run(
         ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(stack_pid)],
         capture_output=True,
@@ -81,7 +81,7 @@ def _worker_pids(stack_pid: int, service: str) -> list[int]:
     return [
         int(line.split()[0])
         for line in listing.splitlines()
-        if "dataharvest.local.worker" in line and f"/services/{service} " in line
+        if "dataharvest.local.worker" in line and f"/services/{service} {handler}" in line
     ]
 
 

@@ -36,6 +36,7 @@ def test_config_set_alias_ratio_and_show(client_id, capsys, local_stack) -> None
         "header_aliases": {"accounts": {"accout_number": "account_number"}},
         "max_inflated_bytes": 21474836480,
         "max_inflation_ratio": "100",
+        "retention_days": 400,
     }
 
 
@@ -49,6 +50,7 @@ def test_config_set_inflation_limits_and_show(client_id, capsys, local_stack) ->
         "header_aliases": {},
         "max_inflated_bytes": 21474836480,
         "max_inflation_ratio": "40",
+        "retention_days": 400,
     }
     assert cli.main([*set_limits, "--max-inflated-bytes", "1000000"]) == 0
     assert (

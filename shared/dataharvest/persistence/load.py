@@ -6,8 +6,10 @@ late and out-of-order events all converge on the same state:
 
 - the key is gone: the input is retracted (if K is what it was loaded from);
 - the object is the version already current (or identical content under a new version): no-op;
-- otherwise that version is loaded: staged with COPY, validated in SQL, and swapped in for the
-  previous version's rows in the same transaction, so readers see old or new, never a gap.
+- otherwise that version is loaded into a leaf table of its own (plain lines COPYed straight
+  in, the rest through the SQL rules), analyzed, and swapped in for the previous version's
+  leaves in the same transaction, so readers see old or new, never a gap (storage.py). A file
+  above the chunk size is only planned here and staged in parallel chunks (chunks.py).
 
 The metastore is written after the commit, from the committed state (see publish.py).
 """
@@ -63,7 +65,7 @@ class StagedLoad:
     rows_total: int  # records in the file, malformed ones included
     rows_loaded: int
     sha256: str
-    path: str  # "plain" (straight into the leaf) or "staged" (validated from a staging table)
+    path: str  # "plain": the fast path (records it set aside staged); "staged": staged whole
 
 
 def load_upload(
