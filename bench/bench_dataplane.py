@@ -89,9 +89,12 @@ def loader_peak_rss_mb() -> list[float]:
             status = (proc / "status").read_text()
         except OSError:
             continue
-        if b"dataharvest.local.worker" in command and any(
-            part.endswith(b"services/persistence") for part in command
-        ):
+        try:
+            cwd = (proc / "cwd").resolve()
+        except OSError:
+            continue
+        # This repository's persistence workers only (other checkouts may run stacks too).
+        if b"dataharvest.local.worker" in command and cwd == REPO / "services" / "persistence":
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)
