@@ -77,3 +77,26 @@ def test_a_quote_never_closed_sends_the_file_to_the_staged_path(local_stack, cli
             body = iter([b'1,42,T-1,12.50,DEPOSIT\n2,42,"T-2,1.00,TAX\n'])
             with pytest.raises(fastpath.NotPlain, match="never closed"):
                 fastpath.load_lines(conn, ENTITY, header, leaf, planned, body, 2)
+
+
+def test_fields_that_are_no_contract_column_leave_no_column_behind(local_stack, client_id) -> None:
+    header = match_header(["comment", *HEADER, "note"], ENTITY, {})
+    planned = fastpath.plan(ENTITY, header)
+    body = iter([b'x,1,42,T-1,12.50,DEPOSIT,"a, b"\n,2,42,T-2, 1.00 ,TAX,\n'])
+    with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
+        storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
+        with conn.transaction(force_rollback=True):
+            leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
+            assert fastpath.load_lines(conn, ENTITY, header, leaf, planned, body, 2) == (2, 2)
+            rows = conn.execute(
+                f"SELECT * FROM raw_store.{leaf.name} ORDER BY line_number"
+            ).fetchall()
+            # The placeholders are dropped; the leaf attaches like any other.
+            storage.swap(conn, "transactions", date(2024, 1, 2), client_id, 1, [leaf])
+            viewed = conn.execute(
+                "SELECT line_number, transaction_reference, amount FROM raw.transactions "
+                "WHERE client_id = %s ORDER BY line_number",
+                (client_id,),
+            ).fetchall()
+    assert [len(r) for r in rows] == [9, 9]  # the leaf's own columns, nothing more
+    assert viewed == [(2, "T-1", Decimal("12.50")), (3, "T-2", Decimal("1.00"))]

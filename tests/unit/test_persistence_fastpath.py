@@ -85,9 +85,13 @@ def test_optional_columns_may_be_empty() -> None:
     assert clients.fullmatch(b'1,"",,C1,0\n') is None  # "" would be stored as '', not NULL
 
 
-def test_a_field_that_is_no_contract_column_rules_the_fast_path_out() -> None:
+def test_a_field_that_is_no_contract_column_goes_to_a_placeholder() -> None:
     header = match_header([*HEADER, "comment"], TRANSACTIONS, {})
-    assert fastpath.plan(TRANSACTIONS, header) is None
+    planned = fastpath.plan(TRANSACTIONS, header)
+    assert planned.columns == [*HEADER, "ignored_field_6"]
+    assert planned.block.fullmatch(b'1,42,T-1,12.50,DEPOSIT,"anything, at all"\n')
+    assert planned.block.fullmatch(b"1,42,T-1,12.50,DEPOSIT,\n")
+    assert planned.block.fullmatch(b'1,42,T-1,12.50,DEPOSIT,"two\nlines"\n') is None
 
 
 def test_column_order_follows_the_file() -> None:

@@ -393,20 +393,19 @@ def _stage_rows(
         )
 
     plain = fastpath.plan(entity, header)
-    if plain is not None:
-        stream = source.SourceStream(obj, gzip=False, byte_range=byte_range)
-        try:
-            with conn.transaction():
-                leaf = new_leaf()
-                body = source.limit_lines(stream.stored(), first)
-                rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, first)
-                _keep_rejections(conn, row)
-                storage.finish_leaf(conn, leaf)
-            return rows, loaded
-        except (fastpath.NotPlain, DataError):
-            pass  # the staged path below decides every row
-        finally:
-            stream.close()
+    stream = source.SourceStream(obj, gzip=False, byte_range=byte_range)
+    try:
+        with conn.transaction():
+            leaf = new_leaf()
+            body = source.limit_lines(stream.stored(), first)
+            rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, first)
+            _keep_rejections(conn, row)
+            storage.finish_leaf(conn, leaf)
+        return rows, loaded
+    except (fastpath.NotPlain, DataError):
+        pass  # the staged path below decides every row
+    finally:
+        stream.close()
     stream = source.SourceStream(obj, gzip=False, byte_range=byte_range)
     try:
         with conn.transaction():

@@ -12,8 +12,9 @@ still go to the leaf (numbered explicitly), and every other record (a quoted new
 line, surrounding white space, a value the rules may reject...) is set aside with its line
 number for the staged path, which applies every rule to just those records and reports every
 rejection. The check is conservative, never lenient: whatever it does not accept gets the full
-rules. A file whose set-aside records pass SET_ASIDE_LIMIT bytes, or whose fields are not all
-contract columns (COPY cannot skip a field), takes the staged path whole.
+rules. A file whose set-aside records pass SET_ASIDE_LIMIT bytes takes the staged path whole.
+Fields that are no contract column are copied into placeholder columns of the leaf and the
+columns dropped (COPY cannot skip a field; dropping a column rewrites nothing).
 """
 
 from __future__ import annotations
@@ -79,14 +80,20 @@ class LinePlan:
     columns: list[str]  # leaf columns in file order
 
 
-def plan(entity: Entity, header: HeaderMap) -> LinePlan | None:
-    """The patterns and the leaf columns in file order; None when the file's shape rules the
-    fast path out (a field that is no contract column)."""
+# A field that is no contract column: anything COPY reads as one field on one line.
+IGNORED = rb'(?:[^,"\r\n]*|"(?:[^"\r\n]|"")*")'
+IGNORED_PREFIX = "ignored_field_"  # placeholder columns, dropped once the rows are in
+
+
+def plan(entity: Entity, header: HeaderMap) -> LinePlan:
+    """The patterns and the leaf columns in file order. A field that is no contract column
+    goes to a placeholder column of the leaf (COPY cannot skip a field), dropped afterwards."""
     by_field = {index: name for name, index in header.columns.items()}
-    if len(by_field) != header.field_count:
-        return None
-    names = [by_field[i] for i in range(header.field_count)]
-    line = b",".join(field_pattern(entity.column(name)) for name in names)
+    names = [by_field.get(i, f"{IGNORED_PREFIX}{i + 1}") for i in range(header.field_count)]
+    line = b",".join(
+        IGNORED if name.startswith(IGNORED_PREFIX) else field_pattern(entity.column(name))
+        for name in names
+    )
     return LinePlan(re.compile(rb"(?:" + line + rb"\r?\n)*"), re.compile(line + rb"\r?"), names)
 
 
@@ -244,6 +251,13 @@ def load_lines(
 ) -> tuple[int, int]:
     """Plain lines straight into the leaf, the records set aside through the staged rules
     (their rejections in pg_temp.rejects); returns (records, rows loaded)."""
+    placeholders = [n for n in plain.columns if n.startswith(IGNORED_PREFIX)]
+    for name in placeholders:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN {} text").format(
+                leaf.identifier, sql.Identifier(name)
+            )
+        )
     copied = copy_lines(conn, leaf, plain, body, first_line)
     records, loaded = copied.rows, copied.rows
     if copied.set_aside:
@@ -255,4 +269,10 @@ def load_lines(
         if staged.rowcount < len(copied.set_aside):
             conn.execute(validate.insert_rule_rejects(entity, header))
         conn.execute(sql.SQL("DROP TABLE {}").format(staging.STAGING))
+    for name in placeholders:
+        # Dropping a column only marks it dropped: no rewrite. The ignored text stays in the
+        # heap (bytes the rows carry until the leaf is dropped), and the leaf attaches as usual.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(leaf.identifier, sql.Identifier(name))
+        )
     return records, loaded

@@ -246,24 +246,23 @@ def _stage(
         header_line, body = source.split_header(stream.chunks())
         header = match_header(parse_header(header_line), entity, settings.aliases(entity.name))
         plain = fastpath.plan(entity, header)
-        if plain is not None:
-            try:
-                with conn.transaction():
-                    leaf = _new_leaf(conn, target, load_id)
-                    rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, 2)
-                    if _has_duplicates(conn, entity, leaf, loaded):
-                        # Rare: the staged path reports each later duplicate exactly.
-                        raise fastpath.NotPlain("duplicate keys")
-                    storage.finish_leaf(conn, leaf)
-                return StagedLoad(header, leaf, rows, loaded, stream.sha256(), "plain")
-            except (fastpath.NotPlain, DataError) as why:
-                logger.info(
-                    "the file needs the staged path",
-                    extra={
-                        **_route_log(target),
-                        "why": str(why).splitlines()[0] if str(why) else type(why).__name__,
-                    },
-                )
+        try:
+            with conn.transaction():
+                leaf = _new_leaf(conn, target, load_id)
+                rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, 2)
+                if _has_duplicates(conn, entity, leaf, loaded):
+                    # Rare: the staged path reports each later duplicate exactly.
+                    raise fastpath.NotPlain("duplicate keys")
+                storage.finish_leaf(conn, leaf)
+            return StagedLoad(header, leaf, rows, loaded, stream.sha256(), "plain")
+        except (fastpath.NotPlain, DataError) as why:
+            logger.info(
+                "the file needs the staged path",
+                extra={
+                    **_route_log(target),
+                    "why": str(why).splitlines()[0] if str(why) else type(why).__name__,
+                },
+            )
     finally:
         stream.close()
     staged_rows, sha256 = _copy_to_staging(conn, obj, target, header, limits)
