@@ -1,4 +1,4 @@
-"""File formats of contract section 2 through S3 and the handler: encodings, line ends, quoting,
+"""File formats of docs/SPEC.md §2.2 through S3 and the handler: encodings, line ends, quoting,
 compression, header handling, malformed CSV and whole-file rejections, the reject ratio."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every row rule of contract section 2, each broken by a row of an uploaded file: the good rows
+"""Every row rule of docs/SPEC.md §2, each broken by a row of an uploaded file: the good rows
 load exactly (trimmed, typed, upper-cased), the bad ones are rejected with line, column, value
 and a reason naming the rule. One upload per entity, end to end through S3 and the handler."""
 
