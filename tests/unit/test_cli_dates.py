@@ -18,7 +18,11 @@ def test_dates_in_either_form(value: str, digits: str) -> None:
     "value",
     ["2024010", "20240102\n", "\uff12\uff10\uff12\uff14\uff10\uff11\uff10\uff12", "2024/01/02"],
 )
-def test_anything_else_is_refused(value: str) -> None:
+def test_anything_else_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:
         _yyyymmdd(value)
-    assert str(raised.value) == f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)"
+    # Bad arguments: exit code 2 and one line on stderr (docs/SPEC.md §5.3).
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == (
+        f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)\n"
+    )
