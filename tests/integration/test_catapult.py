@@ -18,19 +18,6 @@ pytestmark = pytest.mark.integration
 ECHO = Path(__file__).parents[1] / "fixtures" / "services" / "echo_transformer"
 
 
-@pytest.fixture(scope="module")
-def echo_registered(local_stack):
-    import psycopg
-
-    with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS tests")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS tests.echo_outputs "
-            "(client_id text, business_date date, value text)"
-        )
-    return registry.register(ECHO, "local")
-
-
 def put_item(client_id: str, day: str, **attributes) -> None:
     metastore.table().put_item(Item={**metastore.item_key(client_id, day), **attributes})
 

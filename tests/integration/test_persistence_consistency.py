@@ -9,8 +9,6 @@ so the stack's runner never races them; the others go through S3 events and the 
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +24,6 @@ from persistence_support import (
     ACCOUNTS_HEADER,
     BUSINESS_DATE,
     accounts_file,
-    bucket,
     delete,
     input_state,
     item,
@@ -343,52 +340,6 @@ def test_unroutable_keys_are_recorded_once_and_acknowledged(
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-
-
-def load_handler():
-    path = REPO / "services" / "persistence" / "handler.py"
-    spec = importlib.util.spec_from_file_location("persistence_handler", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_handler_fails_only_the_record_with_a_transient_error(db, client_id, quiet_bucket) -> None:
-    from dataharvest.local.worker import LambdaContext
-
-    handler = load_handler()
-    good_key = key(client_id, "accounts")
-    put_quiet(quiet_bucket, good_key, accounts_file(1))
-
-    def record(message_id: str, bucket_name: str, object_key: str) -> dict:
-        body = json.loads(s3_event(object_key, "ObjectCreated:Put"))
-        body["Records"][0]["s3"]["bucket"]["name"] = bucket_name
-        return {
-            "messageId": message_id,
-            "body": json.dumps(body),
-            "attributes": {},
-            "messageAttributes": {},
-            "eventSource": "aws:sqs",
-        }
-
-    test_event = {
-        "messageId": "t",
-        "body": json.dumps({"Event": "s3:TestEvent"}),
-        "attributes": {},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-    }
-    event = {
-        "Records": [
-            record("ok", quiet_bucket, good_key),
-            record("broken", f"no-such-bucket-{uuid.uuid4().hex[:6]}", key(client_id, "clients")),
-            test_event,
-        ]
-    }
-    context = LambdaContext("persist", "$LATEST", "arn", 1024, "req", "group", "stream", 2**62)
-    assert handler.handler(event, context) == {"batchItemFailures": [{"itemIdentifier": "broken"}]}
-    assert statuses(db, client_id)[0][0] == "loaded"
-    assert bucket()  # the landing bucket was never touched by this test
 
 
 def test_csv_and_csv_gz_of_a_day_are_one_input(db, client_id, quiet_bucket) -> None:
