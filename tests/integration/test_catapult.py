@@ -52,6 +52,24 @@ def runs(db, client_id: str, outcome: str = "succeeded") -> list[tuple[str, str]
     return [tuple(r) for r in rows]
 
 
+def wait_for_run_lock(db, client_id: str, day: str, timeout: float = 60.0) -> None:
+    """Until the echo transformer's run for the item holds its advisory lock (pg_locks shows a
+    bigint key as its high and low 32 bits in classid and objid)."""
+    name = f"transformer:{client_id}:{day}:echo_transformer"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = db.execute(
+            "SELECT count(*) FROM pg_locks, hashtextextended(%s, 0) AS k "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid::bigint = (k >> 32) & 4294967295 AND objid::bigint = k & 4294967295",
+            (name,),
+        ).fetchone()[0]
+        if held:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no run of the echo transformer took its lock for {client_id} {day}")
+
+
 def test_transformer_registered_at_runtime_backfills_and_runs_on_next_change(
     local_stack, db, client_id, wait_quiet
 ):
@@ -120,7 +138,9 @@ def test_stale_result_is_discarded_when_an_input_changes_mid_run(
     echo_registered, db, client_id, wait_quiet
 ):
     put_item(client_id, "20240107", echo_ready=True, echo_input="slow-v1")
-    time.sleep(1.0)  # the echo transformer is now inside its slow run of slow-v1
+    # The run holds its lock from after its first look at the item until it commits: once the
+    # lock is held, the run of slow-v1 has started and its last look is still to come.
+    wait_for_run_lock(db, client_id, "20240107")
     update_item(client_id, "20240107", echo_input="v2")
     wait_quiet()
     assert outputs(db, client_id) == [("20240107", "v2")]
@@ -140,7 +160,7 @@ def test_a_failing_target_does_not_block_other_transformers(
     )
     registry.put(broken)
     try:
-        time.sleep(0.1)
+        wait_quiet()  # catapult has read the registry record, so it knows the broken entry
         put_item(client_id, "20240108", echo_ready=True, echo_input="fine")
         wait_quiet()
         assert outputs(db, client_id) == [("20240108", "fine")]
