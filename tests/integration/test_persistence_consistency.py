@@ -42,6 +42,8 @@ from dataharvest.persistence import load_upload
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.routing import route
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -232,6 +234,29 @@ def test_crash_before_commit_leaves_no_trace(db, client_id, quiet_bucket) -> Non
     record = load_upload(quiet_bucket, object_key)  # the retry
     assert (record.status, record.source_version, record.rows_loaded) == ("loaded", version, 3)
     assert input_state(client_id, "account")["rows"] == 3
+
+
+def test_crash_while_replacing_a_version_keeps_the_old_version_whole(
+    db, client_id, quiet_bucket
+) -> None:
+    object_key = key(client_id, "accounts")
+    first = put_quiet(quiet_bucket, object_key, accounts_file(2))
+    load_upload(quiet_bucket, object_key)
+    before = (raw_rows(db, "accounts", client_id), loads(db, client_id), item(client_id))
+    assert len(before[0]) == 2
+    second = put_quiet(quiet_bucket, object_key, ACCOUNTS_HEADER + "7,700,7.77,GBP,7\n")
+    # The crash comes after the new version's rows are written and swapped in, before commit.
+    with pytest.raises(Crash):
+        load_upload(quiet_bucket, object_key, fault=crash_at("before_commit"))
+    assert (raw_rows(db, "accounts", client_id), loads(db, client_id), item(client_id)) == before
+    assert lineage(db, "accounts", client_id) == {(BUSINESS_DATE, object_key, first)}
+
+    record = load_upload(quiet_bucket, object_key)  # the retry replaces it
+    assert (record.status, record.source_version, record.rows_loaded) == ("loaded", second, 1)
+    assert statuses(db, client_id) == [("loaded", first, False), ("loaded", second, True)]
+    assert raw_rows(db, "accounts", client_id) == [
+        (2, 7, 700, Decimal("7.77"), "GBP", Decimal("7"))
+    ]
 
 
 def test_killed_process_before_commit_leaves_no_trace(db, client_id, quiet_bucket) -> None:
