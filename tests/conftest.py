@@ -21,6 +21,14 @@ ECHO = FIXTURE_SERVICES / "echo_transformer"
 CHUNK_BYTES = 64 << 10
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the local stack is an integration test, marked or not, so
+    `pytest -m "not integration"` never starts one (the stack fixture starts on first use)."""
+    for item in items:
+        if "local_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = Path(os.environ.get("DATAHARVEST_TEST_HOME") or tmp_path_factory.mktemp("dh-home"))

@@ -21,7 +21,8 @@ import pytest
 from outage import database_outage
 from test_cli import EXAMPLES, cli
 
-pytestmark = pytest.mark.e2e
+# The CLI starts its own local stack: these need one as much as integration tests do.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 CLIENT = "acme-bank"
 ACCOUNTS = EXAMPLES / CLIENT / "accounts_20240102.csv"
