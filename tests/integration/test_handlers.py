@@ -24,6 +24,7 @@ import pytest
 from persistence_support import accounts_file, bucket, key, loads, put_quiet, raw_rows
 
 from dataharvest import metastore, registry
+from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
 from dataharvest.local.worker import LambdaContext
 from dataharvest.transformers.runtime import Transformer, make_handler
 from dataharvest.work import WorkMessage
@@ -51,7 +52,7 @@ def load_module(path: Path, name: str) -> ModuleType:
 
 def context(name: str) -> LambdaContext:
     deadline_ms = int(time.time() * 1000) + 600_000
-    arn = f"arn:aws:lambda:eu-west-1:123456789012:function:{name}"
+    arn = f"arn:aws:lambda:eu-west-1:{LOCAL_ACCOUNT_ID}:function:{name}"
     return LambdaContext(name, "$LATEST", arn, 1024, "req", "group", "stream", deadline_ms)
 
 

@@ -16,6 +16,7 @@ from choreography_support import DAY, FLAGS, flags, outputs, upload_drop
 from outage import database_outage
 
 from dataharvest import cli, metastore, registry
+from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
 
 pytestmark = pytest.mark.integration
 
@@ -238,7 +239,7 @@ def test_the_scheduled_reconciler_dispatches_work_no_stream_record_asked_for(
     context = LambdaContext(
         function_name="dataharvest-catapult-local-reconcile",
         function_version="$LATEST",
-        invoked_function_arn="arn:aws:lambda:eu-west-1:123456789012:function:reconcile",
+        invoked_function_arn=f"arn:aws:lambda:eu-west-1:{LOCAL_ACCOUNT_ID}:function:reconcile",
         memory_limit_in_mb=512,
         aws_request_id="test",
         log_group_name="/aws/lambda/reconcile",
