@@ -70,6 +70,16 @@ def wait_for_run_lock(db, client_id: str, day: str, timeout: float = 60.0) -> No
     raise AssertionError(f"no run of the echo transformer took its lock for {client_id} {day}")
 
 
+def drain(sqs, url: str) -> list[dict]:
+    """Every message the queue holds, deleted."""
+    found = []
+    while got := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in got:
+            found.append(message)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
 def test_transformer_registered_at_runtime_backfills_and_runs_on_next_change(
     local_stack, db, client_id, wait_quiet
 ):
@@ -155,23 +165,27 @@ def test_a_failing_target_does_not_block_other_transformers(
 ):
     broken = registry.TransformerEntry(
         name="broken_transformer",
-        filter_pattern={"dynamodb": {"Keys": {"partition_key": {"S": [client_id]}}}},
+        # Due on the item's first image only (an edge), so exactly one record fails.
+        filter_pattern={
+            "dynamodb": {
+                "NewImage": {"partition_key": {"S": [client_id]}, "echo_ready": {"BOOL": [True]}}
+            }
+        },
         target=echo_registered.target.rsplit("/", 1)[0] + "/no-such-queue",
     )
     registry.put(broken)
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName="dataharvest-local-catapult-failures")["QueueUrl"]
     try:
         wait_quiet()  # catapult has read the registry record, so it knows the broken entry
+        # The on-failure queue is the stack's: empty it, so what it holds next is this test's.
+        drain(sqs, url)
         put_item(client_id, "20240108", echo_ready=True, echo_input="fine")
         wait_quiet()
         assert outputs(db, client_id) == [("20240108", "fine")]
-        sqs = boto3.client("sqs")
-        url = sqs.get_queue_url(QueueName="dataharvest-local-catapult-failures")["QueueUrl"]
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        assert got, "the failed dispatch reached the catapult on-failure destination"
-        info = json.loads(got[0]["Body"])["DDBStreamBatchInfo"]
-        assert info["batchSize"] == 1
-        for message in got:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        got = drain(sqs, url)
+        # The one failed record reached catapult's on-failure destination, alone.
+        assert [json.loads(m["Body"])["DDBStreamBatchInfo"]["batchSize"] for m in got] == [1]
     finally:
         metastore.table().delete_item(
             Key=metastore.item_key(metastore.REGISTRY_PARTITION, "broken_transformer")
