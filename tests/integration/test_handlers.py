@@ -334,3 +334,73 @@ def test_a_transformer_whose_sql_fails_records_the_failure_keeps_its_flag_and_is
     assert fixed(event_of([work]), context("echo")) == {"batchItemFailures": []}
     assert echo_runs(db, client_id, "succeeded") == [("APPLY", "v1")] * 2
     assert "echo_transformer_error" not in metastore.get_item(client_id, DAY)
+
+
+def test_a_flag_write_losing_the_race_with_an_input_change_publishes_nothing(
+    echo_registered, db, client_id, wait_quiet
+) -> None:
+    """The run commits, then its input changes before the flag write: the conditional write
+    fails, the flag stays unset, and the change has dispatched the run that counts."""
+    sqs = boto3.client("sqs")
+    tag = uuid.uuid4().hex[:8]
+    queue_url = sqs.create_queue(QueueName=f"handler-race-{tag}")["QueueUrl"]
+    entry = registry.TransformerEntry(
+        name=f"race_{tag}",
+        filter_pattern={
+            "dynamodb": {
+                "NewImage": {"partition_key": {"S": [client_id]}, "race_ready": {"BOOL": [True]}}
+            }
+        },
+        target=queue_url,  # nobody consumes it: the test reads what catapult sent
+        watch=("race_input",),
+    )
+
+    def apply(conn: psycopg.Connection, client: str, business_date: Any) -> int:
+        conn.execute(
+            "INSERT INTO tests.echo_outputs (client_id, business_date, value) VALUES (%s, %s, %s)",
+            (client, business_date, "v1"),
+        )
+        return 1
+
+    def input_changes(conn: psycopg.Connection, message: WorkMessage) -> None:
+        # Runs after the commit and before the flag write: the race, made certain.
+        metastore.table().update_item(
+            Key=metastore.item_key(client_id, DAY),
+            UpdateExpression="SET race_input = :v",
+            ExpressionAttributeValues={":v": "v2"},
+        )
+
+    registry.put(entry)
+    try:
+        wait_quiet()  # catapult knows the entry
+        metastore.table().put_item(
+            Item={**metastore.item_key(client_id, DAY), "race_ready": True, "race_input": "v1"}
+        )
+        wait_quiet()
+        handler = make_handler(
+            Transformer(
+                name=entry.name,
+                output_tables=("tests.echo_outputs",),
+                apply=apply,
+                after_commit=input_changes,
+            )
+        )
+        work = WorkMessage(client_id, DAY, entry.name, "APPLY", {"race_input": "v1"})
+        assert handler(event_of([work_record("r", work)]), context("race")) == {
+            "batchItemFailures": []
+        }
+        item = metastore.get_item(client_id, DAY)
+        assert item["race_input"] == "v2"
+        assert f"{entry.name}_done" not in item
+        assert f"{entry.name}_version" not in item
+        assert echo_outputs(db, client_id) == [(DAY, "v1")]  # committed, not published
+        wait_quiet()
+        assert [(m.action, m.input_versions) for m in sent(queue_url)] == [
+            ("APPLY", {"race_input": "v1"}),
+            ("APPLY", {"race_input": "v2"}),
+        ]
+    finally:
+        metastore.table().delete_item(
+            Key=metastore.item_key(metastore.REGISTRY_PARTITION, entry.name)
+        )
+        sqs.delete_queue(QueueUrl=queue_url)
