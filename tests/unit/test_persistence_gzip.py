@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import random
 import re
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from functools import lru_cache
@@ -207,12 +206,12 @@ LIMITS = source.InflationLimits(max_bytes=20 << 30, max_ratio=Decimal(100))
 
 
 def test_a_bomb_is_rejected_by_ratio_once_a_few_mib_are_inflated() -> None:
-    started = time.perf_counter()
     out = 0
     with pytest.raises(FileRejected) as raised:
         for piece in source.decode(bomb(10 << 30), True, LIMITS, "transactions_20240102.csv.gz"):
             out += len(piece)
-    assert time.perf_counter() - started < 1
+    # What it inflated before stopping bounds its cost on any machine; a wall-clock bound
+    # failed on a busy one (the time is in BENCHMARKS.md).
     assert out < source.RATIO_JUDGED_FROM + M
     found = re.fullmatch(
         r"transactions_20240102\.csv\.gz inflates at more than this client's "
