@@ -29,6 +29,11 @@ def letters(capsys, queue: str | None = None) -> list[dict]:
     return json.loads(capsys.readouterr().out)
 
 
+def mine(found: list[dict], client_id: str) -> list[str]:
+    """The keys of the dead letters about this client."""
+    return [key for letter in found for key in letter["keys"] if key.startswith(f"{client_id}/")]
+
+
 def stuck(capsys, client_id: str) -> list[str]:
     capsys.readouterr()
     assert cli.main(["status", "--client", client_id, "--json"]) == 0
@@ -113,9 +118,14 @@ def test_outage_then_reconcile_restores_outputs_and_a_late_redrive_changes_nothi
         ).fetchone()[0]
     assert runs == 1
     assert stuck(capsys, client_id) == []
-    # The dead letter is the same work (same key): redriving it later is a no-op.
+    # The dead letter is the same work (same key): redriving it later is a no-op. It is there
+    # before the redrive and gone after it, so the redrive did deliver it.
+    assert mine(letters(capsys, "tax-transformer-dlq"), client_id) == [
+        f"{client_id}/{DAY} tax_transformer APPLY"
+    ]
     assert cli.main(["dlq", "redrive", "--queue", "tax-transformer-dlq", "--no-wait"]) == 0
     wait_quiet()
+    assert mine(letters(capsys, "tax-transformer-dlq"), client_id) == []
     with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
         assert outputs(conn, client_id) == clean_run
         assert (
