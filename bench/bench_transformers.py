@@ -136,7 +136,7 @@ BARE_COLUMNS = {
     "transactions": "record_id bigint, account_number bigint, transaction_reference text, "
     "amount numeric, keyword text",
 }
-# The portfolio summary of contract section 3 in one statement over the four bare tables.
+# The portfolio summary of docs/SPEC.md §3 in one statement over the four bare tables.
 BARE_SUMMARY = """
 CREATE TABLE bench.summary AS
 SELECT p.portfolio_reference, p.client_reference, p.account_number, a.cash_balance,

@@ -17,7 +17,16 @@ from dataharvest.local import slsconfig
 from dataharvest.local.stack import LocalStack, StackInfo
 
 FIXTURE_SERVICES = Path(__file__).parent / "fixtures" / "services"
+ECHO = FIXTURE_SERVICES / "echo_transformer"
 CHUNK_BYTES = 64 << 10
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the local stack is an integration test, marked or not, so
+    `pytest -m "not integration"` never starts one (the stack fixture starts on first use)."""
+    for item in items:
+        if "local_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +100,19 @@ def quiet_bucket(local_stack: LocalStack) -> str:
     )
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
+
+
+@pytest.fixture(scope="module")
+def echo_registered(local_stack: LocalStack):
+    """The test-only echo transformer, its output table created and its entry registered."""
+    import psycopg
+
+    from dataharvest import registry
+
+    with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS tests")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS tests.echo_outputs "
+            "(client_id text, business_date date, value text)"
+        )
+    return registry.register(ECHO, "local")

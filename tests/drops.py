@@ -24,7 +24,7 @@ ACCOUNTS = (1, 2, 3, 7, 42)
 TRANSACTION_REFS = (*tuple(f"T{i}" for i in range(1, 13)), "Tø-13")
 KEYWORDS = ("DEPOSIT", "deposit", " Deposit ", "TAX", "FEE")
 
-# Values that break a rule of the column (contract §2).
+# Values that break a rule of the column (docs/SPEC.md §2).
 BAD = {
     "record_id": ("x1", ""),
     "account_number": ("12a", "1.5", "99999999999999999999"),

@@ -1,6 +1,6 @@
-"""A reference implementation of the contract (CONTRACT.md §2-§3), for tests only.
+"""A reference implementation of docs/SPEC.md §2-§3, for tests only.
 
-Plain Python and `decimal`, written from the contract text rather than from our SQL: it reads
+Plain Python and `decimal`, written from the specification text rather than from our SQL: it reads
 the same CSV bytes that are uploaded, applies the row rules and the whole-file rejection
 threshold, links, and computes the summaries, the data-quality issues and the partner message
 bodies. Tests compare the system's exports with it exactly.
@@ -20,7 +20,7 @@ CURRENCY = re.compile(r"[A-Z]{3}")
 WHITE_SPACE = " \t\r\n"
 BIGINT = 2**63
 
-# entity -> (column, type, required, unique, non_negative, currency), contract §2 table.
+# entity -> (column, type, required, unique, non_negative, currency), SPEC §2.2 table.
 SCHEMA: dict[str, tuple[tuple[str, str, bool, bool, bool, bool], ...]] = {
     "clients": (
         ("record_id", "integer", True, False, False, False),
@@ -99,7 +99,7 @@ def _typed(kind: str, value: str | None) -> object:
 def load_file(
     entity: str, content: bytes, max_reject_ratio: Decimal = Decimal("0.10")
 ) -> LoadedFile:
-    """Contract §2 for one file: rules per row, first of a unique key kept, ratio threshold."""
+    """SPEC §2 for one file: rules per row, first of a unique key kept, ratio threshold."""
     schema = SCHEMA[entity]
     try:
         decoded = content.decode("utf-8-sig")
@@ -147,7 +147,7 @@ class Outputs:
 
 
 def outputs(files: dict[str, LoadedFile]) -> Outputs:
-    """Contract §3 for one client and date, from its loaded inputs (absent ones missing)."""
+    """SPEC §3 for one client and date, from its loaded inputs (absent ones missing)."""
     with localcontext() as context:
         context.prec = 1000  # exact: NUMERIC has no precision limit at these sizes
         return _outputs({e: f for e, f in files.items() if f.persisted})

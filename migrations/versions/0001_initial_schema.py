@@ -12,7 +12,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# Lineage columns every raw row carries (contract section 4).
+# Lineage columns every raw row carries (docs/SPEC.md §4.1).
 LINEAGE = """
     client_id      text    NOT NULL,
     business_date  date    NOT NULL,

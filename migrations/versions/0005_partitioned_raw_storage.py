@@ -54,7 +54,7 @@ ENTITY_COLUMNS = {
     ),
 }
 
-# The view's columns: the contract's lineage first, then the file's columns (as 0001 had them).
+# The view's columns: SPEC §4.1's lineage first, then the file's columns (as 0001 had them).
 VIEW_COLUMNS = {
     "clients": "first_name, last_name, client_reference, tax_free_allowance",
     "portfolios": "account_number, portfolio_reference, client_reference, agent_code",

@@ -376,7 +376,7 @@ def cmd_transformers(args: argparse.Namespace) -> int:
 
 
 def usage_error(message: str) -> SystemExit:
-    """Bad usage or bad arguments: one line on stderr, exit code 2 (contract section 5)."""
+    """Bad usage or bad arguments: one line on stderr, exit code 2 (docs/SPEC.md §5.3)."""
     print(f"dataharvest: {message}", file=sys.stderr)
     return SystemExit(2)
 

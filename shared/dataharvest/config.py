@@ -22,23 +22,16 @@ DEFAULT_MAX_INFLATION_RATIO = "100"
 @dataclass(frozen=True)
 class Settings:
     stage: str
-    region: str
     database_url: str | None
     database_secret_arn: str | None
     database_host: str | None  # overrides the secret's host: the RDS Proxy endpoint
     metastore_table: str
-    landing_bucket: str
     result_queue_url: str | None
-    transformer_name: str | None
     home: Path
     # Large files: a stored file above chunk_bytes loads as chunks of about that size, staged
     # in parallel through the chunk queue (persistence/chunks.py).
     chunk_queue_url: str | None = None
     chunk_bytes: int = 128 << 20
-
-    @property
-    def has_database(self) -> bool:
-        return bool(self.database_url or self.database_secret_arn)
 
 
 def resource_name(stage: str, suffix: str) -> str:
@@ -51,14 +44,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     stage = env.get("DATAHARVEST_STAGE", "local")
     return Settings(
         stage=stage,
-        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-west-1",
         database_url=env.get("DATABASE_URL") or None,
         database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
         database_host=env.get("DATABASE_HOST") or None,
         metastore_table=env.get("METASTORE_TABLE") or resource_name(stage, "metastore"),
-        landing_bucket=env.get("LANDING_BUCKET") or resource_name(stage, "landing"),
         result_queue_url=env.get("RESULT_QUEUE_URL") or None,
-        transformer_name=env.get("TRANSFORMER_NAME") or None,
         home=Path(env.get("DATAHARVEST_HOME") or ".dataharvest").resolve(),
         chunk_queue_url=env.get("CHUNK_QUEUE_URL") or None,
         chunk_bytes=int(env.get("DATAHARVEST_CHUNK_BYTES") or 128 << 20),

@@ -43,6 +43,13 @@ def connect(url: str | None = None) -> psycopg.Connection:
     return psycopg.connect(url or database_url(), autocommit=True)
 
 
+def advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
+    """Hold the lock called `name` until the current transaction ends, so work on one name runs
+    one transaction at a time across processes; a dead session's locks go with it. The name is
+    hashed to PostgreSQL's 64-bit advisory lock key."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+
+
 def shared_connection() -> psycopg.Connection:
     """The process-wide connection, reopened when the server closed it."""
     global _connection

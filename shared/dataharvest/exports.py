@@ -1,8 +1,8 @@
-"""export: the outputs of one client and business date as the contract names them (§3, §4).
+"""export: the outputs of one client and business date as docs/SPEC.md names them (§3, §5.1).
 
-Each export is one SQL query whose column aliases are the contract's column names. Decimals
-leave PostgreSQL as text, so CSV and JSON carry the exact NUMERIC value ("5000.00"), never a
-float.
+Each export is one SQL query whose column aliases are the column names of SPEC §3 and §5.1.
+Decimals leave PostgreSQL as text, so CSV and JSON carry the exact NUMERIC value ("5000.00"),
+never a float.
 
 CSV is opened in spreadsheets, and partner text reaches it unchanged: a text cell that a
 spreadsheet would run as a formula is neutralised (OWASP, "CSV Injection") unless raw output
@@ -89,7 +89,7 @@ EXPORTS: dict[str, Export] = {
 def rows(
     conn: psycopg.Connection, table: str, client_id: str, business_date: date
 ) -> list[dict[str, Any]]:
-    """The export `table` of one client and date as dicts keyed by the contract's columns.
+    """The export `table` of one client and date as dicts keyed by SPEC's columns.
 
     Decimals are exact strings; `body` of a message is its JSON text.
     """
@@ -108,7 +108,7 @@ def neutralize(cell: str) -> str:
 
 
 def to_csv(table: str, records: list[dict[str, Any]], raw: bool = False) -> str:
-    """CSV with the contract's header; text cells neutralised unless `raw`."""
+    """CSV with SPEC's header; text cells neutralised unless `raw`."""
     export = EXPORTS[table]
     if not raw:
         records = [

@@ -18,7 +18,7 @@ PARTITION_KEY = "partition_key"
 SORT_KEY = "sort_key"
 REGISTRY_PARTITION = "#transformers"
 
-# Entity (file name) -> attribute prefix in the metastore item (contract section 4).
+# Entity (file name) -> attribute prefix in the metastore item (docs/SPEC.md §4.2).
 INPUT_PREFIX = {
     "clients": "client",
     "portfolios": "portfolio",

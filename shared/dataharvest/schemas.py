@@ -1,4 +1,4 @@
-"""The input file schemas of contract section 2: per entity, its columns, types and rules.
+"""The input file schemas of docs/SPEC.md §2: per entity, its columns, types and rules.
 
 One table, read by persistence (header matching, validation SQL, raw insert) and the CLI
 (alias targets). The raw.<entity> tables mirror it (migrations/versions/0001).
@@ -11,7 +11,7 @@ from typing import Literal
 
 ColumnType = Literal["integer", "decimal", "text"]
 
-# Contract section 2, verbatim: no exponent, no thousands separator, '.' as decimal separator.
+# docs/SPEC.md §2.3, verbatim: no exponent, no thousands separator, '.' as decimal separator.
 INTEGER_PATTERN = r"^[+-]?[0-9]+$"
 DECIMAL_PATTERN = r"^[+-]?[0-9]+(\.[0-9]+)?$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"

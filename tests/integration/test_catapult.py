@@ -18,19 +18,6 @@ pytestmark = pytest.mark.integration
 ECHO = Path(__file__).parents[1] / "fixtures" / "services" / "echo_transformer"
 
 
-@pytest.fixture(scope="module")
-def echo_registered(local_stack):
-    import psycopg
-
-    with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS tests")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS tests.echo_outputs "
-            "(client_id text, business_date date, value text)"
-        )
-    return registry.register(ECHO, "local")
-
-
 def put_item(client_id: str, day: str, **attributes) -> None:
     metastore.table().put_item(Item={**metastore.item_key(client_id, day), **attributes})
 
@@ -63,6 +50,34 @@ def runs(db, client_id: str, outcome: str = "succeeded") -> list[tuple[str, str]
         (client_id, outcome),
     ).fetchall()
     return [tuple(r) for r in rows]
+
+
+def wait_for_run_lock(db, client_id: str, day: str, timeout: float = 60.0) -> None:
+    """Until the echo transformer's run for the item holds its advisory lock (pg_locks shows a
+    bigint key as its high and low 32 bits in classid and objid)."""
+    name = f"transformer:{client_id}:{day}:echo_transformer"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = db.execute(
+            "SELECT count(*) FROM pg_locks, hashtextextended(%s, 0) AS k "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid::bigint = (k >> 32) & 4294967295 AND objid::bigint = k & 4294967295",
+            (name,),
+        ).fetchone()[0]
+        if held:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no run of the echo transformer took its lock for {client_id} {day}")
+
+
+def drain(sqs, url: str) -> list[dict]:
+    """Every message the queue holds, deleted."""
+    found = []
+    while got := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in got:
+            found.append(message)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
 
 
 def test_transformer_registered_at_runtime_backfills_and_runs_on_next_change(
@@ -133,7 +148,9 @@ def test_stale_result_is_discarded_when_an_input_changes_mid_run(
     echo_registered, db, client_id, wait_quiet
 ):
     put_item(client_id, "20240107", echo_ready=True, echo_input="slow-v1")
-    time.sleep(1.0)  # the echo transformer is now inside its slow run of slow-v1
+    # The run holds its lock from after its first look at the item until it commits: once the
+    # lock is held, the run of slow-v1 has started and its last look is still to come.
+    wait_for_run_lock(db, client_id, "20240107")
     update_item(client_id, "20240107", echo_input="v2")
     wait_quiet()
     assert outputs(db, client_id) == [("20240107", "v2")]
@@ -148,23 +165,27 @@ def test_a_failing_target_does_not_block_other_transformers(
 ):
     broken = registry.TransformerEntry(
         name="broken_transformer",
-        filter_pattern={"dynamodb": {"Keys": {"partition_key": {"S": [client_id]}}}},
+        # Due on the item's first image only (an edge), so exactly one record fails.
+        filter_pattern={
+            "dynamodb": {
+                "NewImage": {"partition_key": {"S": [client_id]}, "echo_ready": {"BOOL": [True]}}
+            }
+        },
         target=echo_registered.target.rsplit("/", 1)[0] + "/no-such-queue",
     )
     registry.put(broken)
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName="dataharvest-local-catapult-failures")["QueueUrl"]
     try:
-        time.sleep(0.1)
+        wait_quiet()  # catapult has read the registry record, so it knows the broken entry
+        # The on-failure queue is the stack's: empty it, so what it holds next is this test's.
+        drain(sqs, url)
         put_item(client_id, "20240108", echo_ready=True, echo_input="fine")
         wait_quiet()
         assert outputs(db, client_id) == [("20240108", "fine")]
-        sqs = boto3.client("sqs")
-        url = sqs.get_queue_url(QueueName="dataharvest-local-catapult-failures")["QueueUrl"]
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        assert got, "the failed dispatch reached the catapult on-failure destination"
-        info = json.loads(got[0]["Body"])["DDBStreamBatchInfo"]
-        assert info["batchSize"] == 1
-        for message in got:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        got = drain(sqs, url)
+        # The one failed record reached catapult's on-failure destination, alone.
+        assert [json.loads(m["Body"])["DDBStreamBatchInfo"]["batchSize"] for m in got] == [1]
     finally:
         metastore.table().delete_item(
             Key=metastore.item_key(metastore.REGISTRY_PARTITION, "broken_transformer")

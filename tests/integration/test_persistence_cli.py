@@ -6,9 +6,19 @@ import json
 
 import boto3
 import pytest
-from persistence_support import accounts_file, input_state, key, put, raw_rows, s3_event
+from persistence_support import (
+    accounts_file,
+    current_load_id,
+    input_state,
+    key,
+    put,
+    raw_rows,
+    s3_event,
+)
 
 from dataharvest import cli
+
+pytestmark = pytest.mark.integration
 
 
 def test_config_set_alias_ratio_and_show(client_id, capsys, local_stack) -> None:
@@ -95,6 +105,7 @@ def test_dlq_list_and_redrive(client_id, capsys, db, stack_info, wait_quiet) -> 
     object_key = key(client_id, "accounts")
     version = put(object_key, accounts_file(2))
     wait_quiet()
+    first_seq = input_state(client_id, "account")["seq"]
     db.execute("DELETE FROM raw_store.accounts WHERE client_id = %s", (client_id,))
     db.execute("DELETE FROM audit.file_loads WHERE client_id = %s", (client_id,))
     # A delivery that failed maxReceiveCount times, as the queue's redrive policy leaves it.
@@ -114,4 +125,13 @@ def test_dlq_list_and_redrive(client_id, capsys, db, stack_info, wait_quiet) -> 
     wait_quiet()
     assert letters() == []
     assert len(raw_rows(db, "accounts", client_id)) == 2
-    assert input_state(client_id, "account")["version"] == version
+    # The redriven delivery loaded the version again: a new load, written to the item.
+    seq = current_load_id(db, client_id, "accounts")
+    assert seq > first_seq
+    assert input_state(client_id, "account") == {
+        "persisted": True,
+        "version": version,
+        "seq": seq,
+        "rows": 2,
+        "rejections": 0,
+    }

@@ -9,8 +9,6 @@ so the stack's runner never races them; the others go through S3 events and the 
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +24,6 @@ from persistence_support import (
     ACCOUNTS_HEADER,
     BUSINESS_DATE,
     accounts_file,
-    bucket,
     delete,
     input_state,
     item,
@@ -44,6 +41,8 @@ from persistence_support import (
 from dataharvest.persistence import load_upload
 from dataharvest.persistence.publish import publish_input
 from dataharvest.persistence.routing import route
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -237,6 +236,29 @@ def test_crash_before_commit_leaves_no_trace(db, client_id, quiet_bucket) -> Non
     assert input_state(client_id, "account")["rows"] == 3
 
 
+def test_crash_while_replacing_a_version_keeps_the_old_version_whole(
+    db, client_id, quiet_bucket
+) -> None:
+    object_key = key(client_id, "accounts")
+    first = put_quiet(quiet_bucket, object_key, accounts_file(2))
+    load_upload(quiet_bucket, object_key)
+    before = (raw_rows(db, "accounts", client_id), loads(db, client_id), item(client_id))
+    assert len(before[0]) == 2
+    second = put_quiet(quiet_bucket, object_key, ACCOUNTS_HEADER + "7,700,7.77,GBP,7\n")
+    # The crash comes after the new version's rows are written and swapped in, before commit.
+    with pytest.raises(Crash):
+        load_upload(quiet_bucket, object_key, fault=crash_at("before_commit"))
+    assert (raw_rows(db, "accounts", client_id), loads(db, client_id), item(client_id)) == before
+    assert lineage(db, "accounts", client_id) == {(BUSINESS_DATE, object_key, first)}
+
+    record = load_upload(quiet_bucket, object_key)  # the retry replaces it
+    assert (record.status, record.source_version, record.rows_loaded) == ("loaded", second, 1)
+    assert statuses(db, client_id) == [("loaded", first, False), ("loaded", second, True)]
+    assert raw_rows(db, "accounts", client_id) == [
+        (2, 7, 700, Decimal("7.77"), "GBP", Decimal("7"))
+    ]
+
+
 def test_killed_process_before_commit_leaves_no_trace(db, client_id, quiet_bucket) -> None:
     object_key = key(client_id, "accounts")
     put_quiet(quiet_bucket, object_key, accounts_file(3))
@@ -343,52 +365,6 @@ def test_unroutable_keys_are_recorded_once_and_acknowledged(
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "0"
     assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-
-
-def load_handler():
-    path = REPO / "services" / "persistence" / "handler.py"
-    spec = importlib.util.spec_from_file_location("persistence_handler", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_handler_fails_only_the_record_with_a_transient_error(db, client_id, quiet_bucket) -> None:
-    from dataharvest.local.worker import LambdaContext
-
-    handler = load_handler()
-    good_key = key(client_id, "accounts")
-    put_quiet(quiet_bucket, good_key, accounts_file(1))
-
-    def record(message_id: str, bucket_name: str, object_key: str) -> dict:
-        body = json.loads(s3_event(object_key, "ObjectCreated:Put"))
-        body["Records"][0]["s3"]["bucket"]["name"] = bucket_name
-        return {
-            "messageId": message_id,
-            "body": json.dumps(body),
-            "attributes": {},
-            "messageAttributes": {},
-            "eventSource": "aws:sqs",
-        }
-
-    test_event = {
-        "messageId": "t",
-        "body": json.dumps({"Event": "s3:TestEvent"}),
-        "attributes": {},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-    }
-    event = {
-        "Records": [
-            record("ok", quiet_bucket, good_key),
-            record("broken", f"no-such-bucket-{uuid.uuid4().hex[:6]}", key(client_id, "clients")),
-            test_event,
-        ]
-    }
-    context = LambdaContext("persist", "$LATEST", "arn", 1024, "req", "group", "stream", 2**62)
-    assert handler.handler(event, context) == {"batchItemFailures": [{"itemIdentifier": "broken"}]}
-    assert statuses(db, client_id)[0][0] == "loaded"
-    assert bucket()  # the landing bucket was never touched by this test
 
 
 def test_csv_and_csv_gz_of_a_day_are_one_input(db, client_id, quiet_bucket) -> None:

@@ -1,4 +1,4 @@
-"""File formats of contract section 2 through S3 and the handler: encodings, line ends, quoting,
+"""File formats of docs/SPEC.md §2.2 through S3 and the handler: encodings, line ends, quoting,
 compression, header handling, malformed CSV and whole-file rejections, the reject ratio."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 from persistence_support import (
     ACCOUNTS_HEADER,
     accounts_file,
+    current_load_id,
     input_state,
     key,
     loads,
@@ -18,6 +19,8 @@ from persistence_support import (
 )
 
 from dataharvest.persistence.settings import set_alias, set_max_reject_ratio
+
+pytestmark = pytest.mark.integration
 
 CLIENTS_HEADER = "record_id,first_name,last_name,client_reference,tax_free_allowance\n"
 
@@ -98,7 +101,7 @@ def test_empty_file_is_rejected_whole(db, client_id, upload) -> None:
     assert state == {
         "persisted": False,
         "version": version,
-        "seq": state["seq"],
+        "seq": current_load_id(db, client_id, "accounts"),
         "rows": 0,
         "rejections": 0,
         "error": "the file is empty: no header row",
@@ -233,7 +236,7 @@ def test_reject_ratio_at_the_threshold_loads(db, client_id, upload) -> None:
 
 
 def test_reject_ratio_above_the_threshold_rejects_the_file(db, client_id, upload) -> None:
-    upload("accounts", accounts_file(10, bad=2))
+    version = upload("accounts", accounts_file(10, bad=2))
     reason = "2 of 10 rows rejected (20.0%), more than this client's max_reject_ratio 0.10"
     assert raw_rows(db, "accounts", client_id) == []
     # The reason first, then the row rejections that led to it, so the partner can fix them.
@@ -245,8 +248,8 @@ def test_reject_ratio_above_the_threshold_rejects_the_file(db, client_id, upload
     state = input_state(client_id, "account")
     assert state == {
         "persisted": False,
-        "version": state["version"],
-        "seq": state["seq"],
+        "version": version,
+        "seq": current_load_id(db, client_id, "accounts"),
         "rows": 0,
         "rejections": 2,
         "error": reason,

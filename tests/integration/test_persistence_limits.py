@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 from persistence_support import (
     ACCOUNTS_HEADER,
+    current_load_id,
     input_state,
     key,
     loads,
@@ -22,6 +23,8 @@ from persistence_support import (
 )
 
 from dataharvest.persistence.settings import set_inflation_limits
+
+pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
 TRANSACTIONS_HEADER = "record_id,account_number,transaction_reference,amount,keyword\n"
@@ -56,7 +59,7 @@ def rejected_whole(db, client_id: str, entity: str, prefix: str, version: str) -
     assert state == {
         "persisted": False,
         "version": version,
-        "seq": state["seq"],
+        "seq": current_load_id(db, client_id, entity),
         "rows": 0,
         "rejections": 0,
         "error": reason,

@@ -16,6 +16,7 @@ from choreography_support import DAY, FLAGS, flags, outputs, upload_drop
 from outage import database_outage
 
 from dataharvest import cli, metastore, registry
+from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,11 @@ def letters(capsys, queue: str | None = None) -> list[dict]:
     capsys.readouterr()
     assert cli.main(["dlq", "list", "--json", *(["--queue", queue] if queue else [])]) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def mine(found: list[dict], client_id: str) -> list[str]:
+    """The keys of the dead letters about this client."""
+    return [key for letter in found for key in letter["keys"] if key.startswith(f"{client_id}/")]
 
 
 def stuck(capsys, client_id: str) -> list[str]:
@@ -112,9 +118,14 @@ def test_outage_then_reconcile_restores_outputs_and_a_late_redrive_changes_nothi
         ).fetchone()[0]
     assert runs == 1
     assert stuck(capsys, client_id) == []
-    # The dead letter is the same work (same key): redriving it later is a no-op.
+    # The dead letter is the same work (same key): redriving it later is a no-op. It is there
+    # before the redrive and gone after it, so the redrive did deliver it.
+    assert mine(letters(capsys, "tax-transformer-dlq"), client_id) == [
+        f"{client_id}/{DAY} tax_transformer APPLY"
+    ]
     assert cli.main(["dlq", "redrive", "--queue", "tax-transformer-dlq", "--no-wait"]) == 0
     wait_quiet()
+    assert mine(letters(capsys, "tax-transformer-dlq"), client_id) == []
     with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
         assert outputs(conn, client_id) == clean_run
         assert (
@@ -238,7 +249,7 @@ def test_the_scheduled_reconciler_dispatches_work_no_stream_record_asked_for(
     context = LambdaContext(
         function_name="dataharvest-catapult-local-reconcile",
         function_version="$LATEST",
-        invoked_function_arn="arn:aws:lambda:eu-west-1:123456789012:function:reconcile",
+        invoked_function_arn=f"arn:aws:lambda:eu-west-1:{LOCAL_ACCOUNT_ID}:function:reconcile",
         memory_limit_in_mb=512,
         aws_request_id="test",
         log_group_name="/aws/lambda/reconcile",

@@ -327,8 +327,26 @@ def test_a_later_change_sends_only_the_messages_it_changed(stack_info, db, clien
     # The accounts file deleted, then uploaded again unchanged: the partner has every message.
     delete_upload(stack_info, f"{client_id}/accounts_20240102.csv")
     wait_quiet()
+    # The delete happened: the input is retracted, and so is the publisher's output (it needs
+    # the client tax summary, which needs the accounts).
+    deleted = metastore.get_item(client_id, "20240102")
+    assert deleted["account_persisted"] is False
+    assert deleted["partner_publisher_done"] is False
+    assert sent_at() == {}
     upload(stack_info, client_id, "accounts_20240102.csv", accounts_b)
     wait_quiet()
+    # The upload happened: a new load, and the publisher's last run was on it.
+    reloaded = metastore.get_item(client_id, "20240102")
+    assert reloaded["account_persisted"] is True
+    assert reloaded["account_seq"] > deleted["account_seq"]
+    assert reloaded["partner_publisher_done"] is True
+    last_run = db.execute(
+        "SELECT input_versions->>'account_seq' FROM audit.transformer_runs "
+        "WHERE client_id = %s AND transformer = 'partner_publisher' AND outcome = 'succeeded' "
+        "ORDER BY run_id DESC LIMIT 1",
+        (client_id,),
+    ).fetchone()[0]
+    assert last_run == str(reloaded["account_seq"])
     assert result_messages(stack_info, client_id) == []
     assert sent_at() == after
 

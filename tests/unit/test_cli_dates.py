@@ -21,7 +21,8 @@ def test_dates_in_either_form(value: str, digits: str) -> None:
 def test_anything_else_is_refused(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as raised:
         _yyyymmdd(value)
-    assert raised.value.code == 2  # bad arguments
+    # Bad arguments: exit code 2 and one line on stderr (docs/SPEC.md §5.3).
+    assert raised.value.code == 2
     assert capsys.readouterr().err == (
         f"dataharvest: {value!r} is not a date (YYYY-MM-DD or YYYYMMDD)\n"
     )

@@ -643,7 +643,7 @@ def test_invalid_pattern_names_the_offending_part(pattern, fragments):
 
 
 def test_filter_pattern_error_is_a_value_error():
-    # Contract: callers may catch ValueError.
+    # docs/SPEC.md §4.3: callers may catch ValueError.
     with pytest.raises(ValueError, match="prefx"):
         matches({"a": [{"prefx": "x"}]}, {"a": "x"})
 

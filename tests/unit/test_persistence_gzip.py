@@ -206,11 +206,12 @@ LIMITS = source.InflationLimits(max_bytes=20 << 30, max_ratio=Decimal(100))
 
 
 def test_a_bomb_is_rejected_by_ratio_once_a_few_mib_are_inflated() -> None:
-    # How soon, in seconds, is measured by bench/bench_gzip_bomb.py, not asserted here.
     out = 0
     with pytest.raises(FileRejected) as raised:
         for piece in source.decode(bomb(10 << 30), True, LIMITS, "transactions_20240102.csv.gz"):
             out += len(piece)
+    # What it inflated before stopping bounds its cost on any machine; a wall-clock bound
+    # failed on a busy one (the time is in BENCHMARKS.md).
     assert out < source.RATIO_JUDGED_FROM + M
     found = re.fullmatch(
         r"transactions_20240102\.csv\.gz inflates at more than this client's "

@@ -1,4 +1,4 @@
-"""Object key -> input: the layout of contract section 2, and nothing else routes."""
+"""Object key -> input: the layout of docs/SPEC.md §2.1, and nothing else routes."""
 
 from __future__ import annotations
 

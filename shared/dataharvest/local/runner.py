@@ -20,6 +20,7 @@ from dataharvest.local.mappings import (
     StreamMapping,
 )
 from dataharvest.local.provision import Provisioner, Stack
+from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
 
 
 class Runner:
@@ -88,7 +89,9 @@ class Runner:
                 continue
             spec = self.function_spec(stack, key)
             worker = self.workers[spec.name] = Worker(spec, self.log_dir)
-            function_arn = f"arn:aws:lambda:{stack.file.region}:123456789012:function:{spec.name}"
+            function_arn = (
+                f"arn:aws:lambda:{stack.file.region}:{LOCAL_ACCOUNT_ID}:function:{spec.name}"
+            )
             for event in events:
                 if "sqs" in event:
                     self.mappings.append(self._sqs_mapping(worker, stack, event["sqs"], sqs))

@@ -18,6 +18,8 @@ import traceback
 import uuid
 from dataclasses import dataclass
 
+from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
+
 # powertools' batch processor logs each record's exception at debug level, in the order of its
 # batchItemFailures; the runner reports them while `dataharvest run` waits (Lambda leaves them
 # in the logs).
@@ -102,7 +104,7 @@ def main() -> None:
         context = LambdaContext(
             function_name=name,
             function_version="$LATEST",
-            invoked_function_arn=f"arn:aws:lambda:{region}:123456789012:function:{name}",
+            invoked_function_arn=f"arn:aws:lambda:{region}:{LOCAL_ACCOUNT_ID}:function:{name}",
             memory_limit_in_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")),
             aws_request_id=str(uuid.uuid4()),
             log_group_name=f"/aws/lambda/{name}",

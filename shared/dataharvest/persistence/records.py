@@ -14,6 +14,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from dataharvest.db import advisory_xact_lock
 from dataharvest.persistence.routing import Route
 
 COLUMNS = (
@@ -42,7 +43,7 @@ class LoadRecord:
 
 def lock_input(conn: psycopg.Connection, target: Route) -> None:
     """Serialize every load of one input until the end of the current transaction."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (target.lock_name,))
+    advisory_xact_lock(conn, target.lock_name)
 
 
 def current_load(conn: psycopg.Connection, target: Route) -> LoadRecord | None:
@@ -129,7 +130,7 @@ def record_unroutable(
     conn: psycopg.Connection, key: str, version: str, reason: str, client_id: str | None
 ) -> bool:
     """Record an unroutable upload once per object version; False when already recorded."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"unroutable/{key}",))
+    advisory_xact_lock(conn, f"unroutable/{key}")
     inserted = conn.execute(
         "INSERT INTO audit.file_loads (client_id, source_key, source_version, status, reason) "
         "SELECT %(client)s, %(key)s, %(version)s, 'unroutable', %(reason)s WHERE NOT EXISTS ("

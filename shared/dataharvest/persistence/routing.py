@@ -37,7 +37,7 @@ class Route:
 
 
 def is_client_id(value: str) -> bool:
-    """Whether `value` is a client id (contract section 2), as a whole."""
+    """Whether `value` is a client id (docs/SPEC.md §2.1), as a whole."""
     return CLIENT_ID.fullmatch(value) is not None
 
 

@@ -56,7 +56,7 @@ class ClientSettings:
 
 
 def normalize_header(name: str) -> str:
-    """Header names match case-insensitively after trimming (contract section 2)."""
+    """Header names match case-insensitively after trimming (docs/SPEC.md §2.2)."""
     return name.strip().lower()
 
 

@@ -27,6 +27,7 @@ from datetime import date, timedelta
 import psycopg
 from psycopg import sql
 
+from dataharvest.db import advisory_xact_lock
 from dataharvest.schemas import ENTITIES
 
 SCHEMA = "raw_store"
@@ -82,7 +83,7 @@ def _create_parents(conn: psycopg.Connection, entity: str, day: date, client_id:
     day_name = day_partition(entity, day)
     client_name = client_partition(entity, day, client_id)
     # Concurrent loads of one day create its partitions once.
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{SCHEMA}/{day_name}",))
+    advisory_xact_lock(conn, f"{SCHEMA}/{day_name}")
     if not _exists(conn, day_name):
         conn.execute(
             sql.SQL(

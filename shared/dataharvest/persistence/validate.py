@@ -20,7 +20,7 @@ from dataharvest.persistence.staging import STAGING, field
 from dataharvest.schemas import CURRENCY_PATTERN, DECIMAL_PATTERN, INTEGER_PATTERN, Column, Entity
 
 REJECTS = sql.Identifier("pg_temp", "rejects")
-# Values are trimmed of surrounding white space (contract section 2); an empty value is missing.
+# Values are trimmed of surrounding white space (SPEC §2.3); an empty value is missing.
 WHITE_SPACE = sql.SQL("E' \\t\\r\\n'")
 REASON_VALUE_CHARS = 60
 LINE = sql.SQL("coalesce(s.line, s.ordinal + 1)")

@@ -1,5 +1,5 @@
 """sum_deposit_transformer: per linked portfolio, the sum of `amount` over the linked
-transactions of its account with keyword DEPOSIT (contract §3); 0 when there are none."""
+transactions of its account with keyword DEPOSIT (docs/SPEC.md §3); 0 when there are none."""
 
 from __future__ import annotations
 

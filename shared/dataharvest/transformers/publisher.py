@@ -1,4 +1,4 @@
-"""partner_publisher: the partner messages of a client and date (contract §3), recorded in
+"""partner_publisher: the partner messages of a client and date (docs/SPEC.md §3), recorded in
 etl.partner_messages and, after commit, sent to the FIFO result queue.
 
 When it runs: its filter is `tax_transformer_done` (clients, portfolios and accounts are
@@ -21,7 +21,7 @@ the revisions not sent before: an unchanged message is recorded as published at 
 send, however long ago; a corrected message gets a new revision and is sent. (Should a chunk
 be sent twice after a crash, its identical ids are swallowed by FIFO deduplication.)
 
-RETRACT deletes the client's rows for the date and publishes nothing: the contract has no
+RETRACT deletes the client's rows for the date and publishes nothing: SPEC §3 has no
 retraction message, and messages already on the queue cannot be recalled. The revisions keep
 what was sent, so inputs that come back unchanged send nothing again.
 """

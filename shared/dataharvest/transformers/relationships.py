@@ -1,4 +1,4 @@
-"""relationship_transformer: link each portfolio to its client and account (contract §3);
+"""relationship_transformer: link each portfolio to its client and account (docs/SPEC.md §3);
 portfolios whose client or account is missing that day are `orphan_portfolio` issues."""
 
 from __future__ import annotations

@@ -117,9 +117,8 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
 
 def _run_in_transaction(conn, transformer, entry, message, started_at, started) -> int | None:
     day = business_date_of(message)
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-        (f"transformer:{message.client_id}:{message.business_date}:{transformer.name}",),
+    db.advisory_xact_lock(
+        conn, f"transformer:{message.client_id}:{message.business_date}:{transformer.name}"
     )
     done = conn.execute(
         "SELECT 1 FROM audit.transformer_runs WHERE idempotency_key = %s AND outcome = 'succeeded'",

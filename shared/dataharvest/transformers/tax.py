@@ -1,5 +1,5 @@
 """tax_transformer: one row per client in the clients file with its tax-free allowance and
-the taxes paid on the DISTINCT accounts of its linked portfolios (contract §3); 0 when none."""
+the taxes paid on the DISTINCT accounts of its linked portfolios (docs/SPEC.md §3); 0 when none."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """transaction_transformer: per linked portfolio, the number of linked transactions on its
-account (contract §3); transactions whose account is not in that day's accounts file are
+account (docs/SPEC.md §3); transactions whose account is not in that day's accounts file are
 `orphan_transaction` issues."""
 
 from __future__ import annotations
