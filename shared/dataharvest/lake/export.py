@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -111,7 +112,9 @@ def commit_slice(
     props = {SNAPSHOT_PREFIX + k: v for k, v in properties.items()}
     for _ in range(COMMIT_ATTEMPTS):
         try:
-            with iceberg.transaction() as tx:
+            with iceberg.transaction() as tx, warnings.catch_warnings():
+                # A first export has nothing to delete; pyiceberg warns about that.
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tx.delete(where, snapshot_properties=props)
                 if files.paths:
                     tx.add_files(list(files.paths), snapshot_properties=props)
