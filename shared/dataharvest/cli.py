@@ -539,6 +539,69 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the lake --------------------------------------------------------------------------------
+
+LAKE_EXPORTER = "lake_exporter"
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from dataharvest.lake import query
+    from dataharvest.lake.settings import load_lake_settings
+    from dataharvest.local import client
+
+    client.ensure_stack(home())
+    try:
+        result = query.run_query(args.sql, load_lake_settings())
+    except query.QueryError as error:
+        print(f"dataharvest query: {error}", file=sys.stderr)
+        return 1
+    if args.format == "csv":
+        sys.stdout.write(query.to_csv(result))
+    elif args.format == "json":
+        sys.stdout.write(query.to_json(result))
+    else:
+        table = Table(show_lines=False)
+        for column in result.columns:
+            table.add_column(column)
+        for row in result.rows:
+            table.add_row(*(query.text(v) for v in row))
+        out.print(table)
+    return 0
+
+
+def cmd_lake(args: argparse.Namespace) -> int:
+    """`lake backfill`: what the registry's backfill sweep does when the exporter is registered,
+    narrowed to a client and date range: every item of the range that the exporter's filter
+    matches and whose current versions it has not exported gets an APPLY."""
+    from dataharvest import catapult, metastore, registry
+    from dataharvest.local import client
+
+    date_from, date_to = _yyyymmdd(args.date_from), _yyyymmdd(args.date_to)
+    if date_from > date_to:
+        raise usage_error(f"--from {args.date_from} is after --to {args.date_to}")
+    info = client.ensure_stack(home())
+    try:
+        entry = registry.get(LAKE_EXPORTER)
+    except registry.RegistryError as error:
+        print(
+            f"dataharvest lake backfill: {error} (dataharvest transformers register "
+            "services/lake_exporter)",
+            file=sys.stderr,
+        )
+        return 1
+    items = metastore.client_items(args.client) if args.client else metastore.all_items()
+    in_range = (i for i in items if date_from <= i[metastore.SORT_KEY] <= date_to)
+    try:
+        decisions = catapult.converge([entry], in_range, "lake-backfill")
+    except catapult.DispatchError as error:
+        print(f"dataharvest lake backfill: some sends failed: {error}", file=sys.stderr)
+        return 1
+    console.print(f"lake backfill: {len(decisions)} date(s) sent to {LAKE_EXPORTER}")
+    if decisions and not args.no_wait:
+        _wait_quiet(info, "lake backfill")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -672,6 +735,24 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--json", action="store_true", help="print the dispatched messages")
     recon.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     recon.set_defaults(func=cmd_reconcile)
+
+    query = sub.add_parser(
+        "query", help="SQL over the lake tables (named like PostgreSQL's: raw.transactions, ...)"
+    )
+    query.add_argument("sql", help='e.g. "SELECT count(*) FROM raw.transactions"')
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.set_defaults(func=cmd_query)
+
+    lake = sub.add_parser("lake", help="the lake tier (Iceberg tables)")
+    lake_sub = lake.add_subparsers(dest="action", required=True)
+    fill = lake_sub.add_parser(
+        "backfill", help="export dates persisted before the lake exporter was registered"
+    )
+    fill.add_argument("--from", dest="date_from", metavar="D", required=True)
+    fill.add_argument("--to", dest="date_to", metavar="D", required=True)
+    fill.add_argument("--client", metavar="ID")
+    fill.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    lake.set_defaults(func=cmd_lake)
     return parser
 
 

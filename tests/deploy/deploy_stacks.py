@@ -98,6 +98,13 @@ def _ensure_wheelhouse() -> None:
         str(REPO / "requirements-lambda.txt"),
         "boto3",
     ]  # boto3 for the artifact check's stand-in of the Lambda runtime
+    # A service with requirements of its own (the lake exporter's pyarrow, whose current
+    # releases ship for Lambda's x86_64 only as manylinux_2_28 wheels, which Lambda's Amazon
+    # Linux 2023 runs) names them in services/<name>/requirements.txt.
+    wider = ["--platform", "manylinux_2_28_x86_64"]
+    for requirements in sorted((REPO / "services").glob("*/requirements.txt")):
+        base += [*wider, "--requirement", str(requirements)]
+        wider = []
     offline = subprocess.run(
         [*base, "--no-index", "--find-links", str(WHEELHOUSE)], capture_output=True, text=True
     )

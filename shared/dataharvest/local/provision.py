@@ -34,6 +34,10 @@ CLOUD_ONLY = {
     "AWS::EC2::SecurityGroupIngress",
     "AWS::KMS::Key",
     "AWS::Lambda::EventSourceMapping",
+    # The lake's catalog is pyiceberg's SQL catalog locally; Athena has no local counterpart
+    # (`dataharvest query` reads the same tables in-process).
+    "AWS::Glue::Database",
+    "AWS::Athena::WorkGroup",
 }
 # Creation order: what others point at comes first (DLQs before queues, queues before bucket).
 ORDER = ["AWS::SNS::Topic", "AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::S3::Bucket"]

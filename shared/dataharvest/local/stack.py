@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from dataharvest.lake import catalog as lake_catalog
 from dataharvest.local import slsconfig
 from dataharvest.local.mappings import CRASH_RETRY_S
 from dataharvest.local.provision import Provisioner
@@ -60,7 +61,13 @@ class StackInfo:
             "AWS_DEFAULT_REGION": self.region,
             "DATAHARVEST_STAGE": self.stage,
             **LOCAL_CREDENTIALS,
+            # The lake exporter's bucket, where that service is part of the stack.
+            **({"LAKE_BUCKET": self.exports[lake]} if (lake := self._lake_export()) else {}),
         }
+
+    def _lake_export(self) -> str | None:
+        name = f"dataharvest-{self.stage}-LakeBucketName"
+        return name if name in self.exports else None
 
 
 def free_port() -> int:
@@ -161,6 +168,7 @@ class LocalStack:
                 if tables:
                     conn.execute("TRUNCATE " + ", ".join(t[0] for t in tables))
                 storage.drop_all(conn)
+                lake_catalog.drop_local_catalog(conn)
         self.provisioner = Provisioner(endpoint_url=endpoint_url, region=self.region)
         root = slsconfig.load(slsconfig.root_file(), self.stage, self.region)
         self.provisioner.provision(root)

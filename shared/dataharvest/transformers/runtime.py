@@ -34,12 +34,20 @@ class Transformer:
     output_tables: tuple[str, ...]
     # Writes the output for one client and date (its old output is already deleted); returns
     # the number of rows written. Runs inside the run's transaction.
-    apply: Callable[[psycopg.Connection, str, date], int]
+    apply: Callable[[psycopg.Connection, str, date], int] | None = None
     # Optional effect after commit (the partner publisher sends its messages here); it also
     # runs when a redelivered message finds its run committed, so it must be idempotent.
     after_commit: Callable[[psycopg.Connection, WorkMessage], None] | None = None
     # Whether it writes audit.data_quality_issues (cleared with its output).
     writes_quality_issues: bool = False
+    # Instead of `apply`, for output kept outside PostgreSQL (the lake exporter): replaces
+    # (APPLY) or removes (RETRACT) the output of the message's client and date. It runs under
+    # the run's lock and reads through the run's connection; it calls `still_current()` right
+    # before its own commit, which the runtime's transaction cannot cover, and returns the rows
+    # written, or None when the inputs moved on and nothing was changed.
+    write_outside: (
+        Callable[[psycopg.Connection, WorkMessage, Callable[[], bool]], int | None] | None
+    ) = None
 
 
 class StaleWork(Exception):
@@ -137,7 +145,15 @@ def _run_in_transaction(conn, transformer, entry, message, started_at, started) 
             "AND transformer = %s",
             (message.client_id, day, transformer.name),
         )
-    rows = transformer.apply(conn, message.client_id, day) if message.action == "APPLY" else 0
+    if transformer.write_outside is not None:
+        written = transformer.write_outside(conn, message, lambda: _is_current(entry, message))
+        if written is None:
+            raise StaleWork
+        rows = written
+    elif message.action == "APPLY" and transformer.apply is not None:
+        rows = transformer.apply(conn, message.client_id, day)
+    else:
+        rows = 0
     # Last look before commit: if the inputs moved on, this result must not become visible.
     if not _is_current(entry, message):
         raise StaleWork

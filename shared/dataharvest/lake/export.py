@@ -1,0 +1,185 @@
+"""Export the current version of a client and date to the lake: one Iceberg overwrite per table.
+
+Invariant: each lake table holds, for a (client, date) slice, exactly the rows PostgreSQL holds
+for it as of some completed export, never a mix of two. The data files of a slice are written
+first (streamed out of PostgreSQL, nothing visible yet); then, if the work is still current, one
+Iceberg transaction per table deletes the slice's old files and adds the new ones, so a reader
+sees the old slice or the new one, and the old one stays in the snapshot history. An empty slice
+is an overwrite with nothing: the slice is deleted. Runs of one slice are serialised by the
+transformer runtime's lock and always read the current rows, so the last commit is the newest.
+Iceberg has no multi-table transaction: for a moment table A may show the new version of a
+slice and table B the old one (docs/DECISIONS.md, "Lake tier").
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from urllib.parse import quote
+
+import psycopg
+import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.expressions import And, EqualTo
+from pyiceberg.table import Table
+
+from dataharvest.lake import catalog as lake_catalog
+from dataharvest.lake import stream, tables
+from dataharvest.lake.exceptions import LakeCommitConflict
+from dataharvest.lake.settings import LakeSettings, load_lake_settings
+from dataharvest.observability import logger
+from dataharvest.work import WorkMessage
+
+# A data file is closed at this many rows and the next one started: files of a few hundred MB
+# for the wide inputs, the size Athena and Trino split well.
+FILE_ROWS = 4_000_000
+# Commits of other slices of the same table make ours fail optimistically; they never touch
+# our slice, so refreshing and committing again is safe.
+COMMIT_ATTEMPTS = 8
+SNAPSHOT_PREFIX = "dataharvest."
+
+
+@dataclass(frozen=True)
+class SliceFiles:
+    table: tables.LakeTable
+    paths: tuple[str, ...]
+    rows: int
+
+
+def ensure_table(cat: Catalog, lake: LakeSettings, table: tables.LakeTable) -> Table:
+    namespace, name = lake_catalog.identifier(lake, table.pg_name)
+    try:
+        return cat.load_table((namespace, name))
+    except NoSuchTableError:
+        cat.create_namespace_if_not_exists(namespace)
+        return cat.create_table_if_not_exists(
+            (namespace, name),
+            schema=table.iceberg_schema,
+            partition_spec=table.partition_spec,
+            properties={
+                "write.format.default": "parquet",
+                "write.parquet.compression-codec": "zstd",
+            },
+        )
+
+
+def write_slice(
+    conn: psycopg.Connection, iceberg: Table, table: tables.LakeTable, client_id: str, day: date
+) -> SliceFiles:
+    """Stream one slice into new Parquet (zstd) data files under the table's location; they
+    become part of the table only when `commit_slice` adds them."""
+    directory = (
+        f"{iceberg.location()}/data/business_date_day={day.isoformat()}/"
+        f"client_id={quote(client_id, safe='')}"
+    )
+    run = uuid.uuid4().hex
+    paths: list[str] = []
+    rows = 0
+    writer = None
+    stream_out = None
+    in_file = 0
+    try:
+        for batch in stream.slice_batches(conn, table, client_id, day):
+            if writer is None or in_file >= FILE_ROWS:
+                if writer is not None:
+                    writer.close()
+                    stream_out.close()
+                path = f"{directory}/{run}-{len(paths):05d}.parquet"
+                stream_out = iceberg.io.new_output(path).create(overwrite=True)
+                writer = pq.ParquetWriter(stream_out, table.arrow_schema, compression="zstd")
+                paths.append(path)
+                in_file = 0
+            writer.write_batch(batch)
+            in_file += batch.num_rows
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+            stream_out.close()
+    return SliceFiles(table, tuple(paths), rows)
+
+
+def commit_slice(
+    iceberg: Table, files: SliceFiles, client_id: str, day: date, properties: dict[str, str]
+) -> None:
+    """Replace the slice by `files` (none: delete it) in one Iceberg transaction."""
+    where = And(EqualTo("client_id", client_id), EqualTo("business_date", day.isoformat()))
+    props = {SNAPSHOT_PREFIX + k: v for k, v in properties.items()}
+    for _ in range(COMMIT_ATTEMPTS):
+        try:
+            with iceberg.transaction() as tx, warnings.catch_warnings():
+                # A first export has nothing to delete; pyiceberg warns about that.
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tx.delete(where, snapshot_properties=props)
+                if files.paths:
+                    tx.add_files(list(files.paths), snapshot_properties=props)
+            return
+        except CommitFailedException:
+            iceberg.refresh()
+    raise LakeCommitConflict(
+        f"{files.table.pg_name} {client_id}/{day}: {COMMIT_ATTEMPTS} commits lost to other "
+        "writers of the table; the work message will be retried"
+    )
+
+
+def export_slice(
+    conn: psycopg.Connection,
+    lake: LakeSettings,
+    client_id: str,
+    day: date,
+    still_current: Callable[[], bool],
+    properties: dict[str, str],
+    table_names: Iterable[str] = tables.LAKE_TABLES,
+    retract: bool = False,
+) -> int | None:
+    """Write every lake table's slice of (client, date); returns the rows exported, or None
+    when the work stopped being current before anything was committed."""
+    cat = lake_catalog.catalog()
+    staged: list[tuple[Table, SliceFiles]] = []
+    for name in table_names:
+        table = tables.describe(conn, name)
+        iceberg = ensure_table(cat, lake, table)
+        if retract:
+            files = SliceFiles(table, (), 0)
+        else:
+            files = write_slice(conn, iceberg, table, client_id, day)
+        staged.append((iceberg, files))
+    if not still_current():
+        # Newer inputs arrived while streaming: their own run exports them; the files written
+        # here were never added to a table and are removed by Iceberg's orphan-file cleanup.
+        return None
+    for iceberg, files in staged:
+        commit_slice(iceberg, files, client_id, day, properties)
+    rows = sum(files.rows for _, files in staged)
+    logger.info(
+        "lake slice exported",
+        extra={"client_id": client_id, "business_date": day.isoformat(), "rows": rows},
+    )
+    return rows
+
+
+def export_work(
+    conn: psycopg.Connection, message: WorkMessage, still_current: Callable[[], bool]
+) -> int | None:
+    """A work message of the lake exporter: APPLY exports the slice's current rows, RETRACT
+    deletes the slice; each snapshot names the message that made it."""
+    return export_slice(
+        conn,
+        load_lake_settings(),
+        message.client_id,
+        datetime.strptime(message.business_date, "%Y%m%d").date(),
+        still_current,
+        {
+            "client_id": message.client_id,
+            "business_date": message.business_date,
+            "action": message.action,
+            "idempotency_key": message.idempotency_key,
+            "input_versions": json.dumps(message.input_versions, sort_keys=True),
+        },
+        retract=message.action == "RETRACT",
+    )

@@ -1,0 +1,263 @@
+"""The lake exporter on the real local stack: uploads through S3 -> persistence -> catapult ->
+lake_exporter -> Iceberg tables on the local S3 endpoint with the SQL catalog in PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+from drops import delete_upload
+from pyiceberg.expressions import And, EqualTo
+
+from dataharvest import cli, metastore
+from dataharvest.lake import catalog as lake_catalog
+from dataharvest.lake.export import export_work
+from dataharvest.lake.settings import load_lake_settings
+from dataharvest.lake.tables import LAKE_TABLES
+from dataharvest.transformers import runtime
+from dataharvest.work import WorkMessage
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "acme-bank"
+DAY = date(2024, 1, 2)
+KEY = "20240102"
+NAMES = ("clients", "portfolios", "accounts", "transactions")
+EXPORTER = runtime.Transformer(name="lake_exporter", output_tables=(), write_outside=export_work)
+
+
+def upload(stack_info, client_id: str, name: str, content: bytes) -> None:
+    boto3.client("s3").put_object(
+        Bucket=stack_info.export("LandingBucketName"), Key=f"{client_id}/{name}", Body=content
+    )
+
+
+def upload_example(stack_info, client_id: str) -> None:
+    for name in NAMES:
+        upload(
+            stack_info, client_id, f"{name}_{KEY}.csv", (EXAMPLE / f"{name}_{KEY}.csv").read_bytes()
+        )
+
+
+def lake_table(pg_name: str):
+    lake = load_lake_settings()
+    return lake_catalog.open_catalog(lake).load_table(lake_catalog.identifier(lake, pg_name))
+
+
+def lake_rows(pg_name: str, client_id: str, snapshot_id: int | None = None) -> list[tuple]:
+    where = And(EqualTo("client_id", client_id), EqualTo("business_date", DAY.isoformat()))
+    arrow = lake_table(pg_name).scan(row_filter=where, snapshot_id=snapshot_id).to_arrow()
+    return sorted(tuple(r.values()) for r in arrow.to_pylist())
+
+
+def lake_amounts(client_id: str) -> dict[str, Decimal]:
+    """transaction_reference -> amount of the client's lake slice of raw.transactions."""
+    where = And(EqualTo("client_id", client_id), EqualTo("business_date", DAY.isoformat()))
+    arrow = lake_table("raw.transactions").scan(row_filter=where).to_arrow()
+    return {r["transaction_reference"]: r["amount"] for r in arrow.to_pylist()}
+
+
+def pg_rows(db, pg_name: str, client_id: str) -> list[tuple]:
+    columns = [f.name for f in lake_table(pg_name).schema().fields]
+    rows = db.execute(
+        f"SELECT {', '.join(columns)} FROM {pg_name} WHERE client_id = %s AND business_date = %s",
+        (client_id, DAY),
+    ).fetchall()
+    return sorted(rows)
+
+
+def test_upload_exports_every_table_slice_exactly(stack_info, db, client_id, wait_quiet):
+    upload_example(stack_info, client_id)
+    wait_quiet()
+
+    counts = {}
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+        counts[pg_name] = len(pg_rows(db, pg_name, client_id))
+    assert counts == {
+        "raw.clients": 3,
+        "raw.portfolios": 6,
+        "raw.accounts": 4,
+        "raw.transactions": 9,
+        "etl.portfolio_summary": 4,
+        "etl.client_tax_summary": 3,
+        "audit.rejections": 1,
+        "audit.data_quality_issues": 3,
+    }
+    # Money is exact: the lake's decimal(38, 18) holds PostgreSQL's NUMERIC value unchanged.
+    taxes = {r[2]: r[4] for r in lake_rows("etl.client_tax_summary", client_id)}
+    assert taxes == {"C-1001": Decimal("120.50"), "C-1002": Decimal("310.00"), "C-1003": 0}
+    # Parquet data files, zstd, partitioned by day and client.
+    table = lake_table("raw.transactions")
+    files = [
+        f for f in table.inspect.files().to_pylist() if f"client_id={client_id}" in f["file_path"]
+    ]
+    assert len(files) == 1
+    assert files[0]["file_format"] == "PARQUET"
+    assert files[0]["partition"] == {"business_date_day": DAY, "client_id": client_id}
+    with table.io.new_input(files[0]["file_path"]).open() as stream:
+        metadata = pq.ParquetFile(stream).metadata
+        assert metadata.row_group(0).column(0).compression == "ZSTD"
+    assert [str(f) for f in table.spec().fields] == [
+        "1000: business_date_day: day(2)",
+        "1001: client_id: identity(1)",
+    ]
+
+
+def current_snapshots() -> dict[str, int]:
+    return {name: lake_table(name).current_snapshot().snapshot_id for name in LAKE_TABLES}
+
+
+def exporter_entry():
+    from dataharvest import registry
+
+    return registry.get("lake_exporter")
+
+
+def test_reupload_replaces_the_slice_and_history_keeps_the_old_one(
+    stack_info, db, client_id, wait_quiet
+):
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    before = lake_rows("raw.transactions", client_id)
+    old_snapshot = lake_table("raw.transactions").current_snapshot().snapshot_id
+    content = (EXAMPLE / f"transactions_{KEY}.csv").read_text()
+    changed = content.replace("T-9001,1000.00,", "T-9001,1500.25,")
+    assert changed != content
+    upload(stack_info, client_id, f"transactions_{KEY}.csv", changed.encode())
+    wait_quiet()
+
+    after = lake_rows("raw.transactions", client_id)
+    assert after == pg_rows(db, "raw.transactions", client_id)
+    assert len(before) == 9 and len(after) == 9 and after != before
+    assert lake_amounts(client_id)["T-9001"] == Decimal("1500.25")
+    # The replaced version is still readable at the snapshot that held it.
+    assert lake_rows("raw.transactions", client_id, snapshot_id=old_snapshot) == before
+    # Each table's slice is summed up again from the new version, everywhere.
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+    summary = lake_table("raw.transactions").current_snapshot().summary
+    assert summary["dataharvest.client_id"] == client_id
+    assert summary["dataharvest.business_date"] == KEY
+
+
+def test_delete_retracts_the_slice(stack_info, db, client_id, wait_quiet):
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    assert len(lake_rows("raw.transactions", client_id)) == 9
+
+    delete_upload(stack_info, f"{client_id}/transactions_{KEY}.csv")
+    wait_quiet()
+
+    assert lake_rows("raw.transactions", client_id) == []
+    assert pg_rows(db, "raw.transactions", client_id) == []
+    # The portfolio summary needs the transaction counts: retracted with them.
+    assert lake_rows("etl.portfolio_summary", client_id) == []
+    assert len(lake_rows("raw.clients", client_id)) == 3
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+
+
+def test_a_stale_message_does_not_overwrite_a_newer_slice(stack_info, db, client_id, wait_quiet):
+    from dataharvest.catapult.decide import watched_versions
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    old_item = metastore.get_item(client_id, KEY)
+    upload(
+        stack_info,
+        client_id,
+        f"transactions_{KEY}.csv",
+        b"record_id,account_number,"
+        b"transaction_reference,amount,keyword\n1,50001,T-1,7.00,DEPOSIT\n",
+    )
+    wait_quiet()
+    newer = lake_rows("raw.transactions", client_id)
+    assert lake_amounts(client_id) == {"T-1": Decimal("7.00")}
+    snapshots = current_snapshots()
+
+    stale = WorkMessage(
+        client_id=client_id,
+        business_date=KEY,
+        transformer="lake_exporter",
+        action="APPLY",
+        input_versions=watched_versions(exporter_entry(), old_item),
+    )
+    assert runtime.run(EXPORTER, stale).outcome == "superseded"
+    assert current_snapshots() == snapshots
+    assert lake_rows("raw.transactions", client_id) == newer
+
+
+def test_work_that_goes_stale_while_streaming_commits_nothing(
+    stack_info, db, client_id, wait_quiet
+):
+    from dataharvest.lake.export import export_slice
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    snapshots = current_snapshots()
+    db.execute("SET search_path TO public")
+    written = export_slice(db, load_lake_settings(), client_id, DAY, lambda: False, {})
+    assert written is None
+    assert current_snapshots() == snapshots
+
+
+def test_the_exporter_registered_after_data_exists_backfills_it(
+    stack_info, db, client_id, wait_quiet
+):
+    assert cli.main(["transformers", "disable", "lake_exporter"]) == 0
+    try:
+        upload_example(stack_info, client_id)
+        wait_quiet()
+        assert lake_rows("raw.transactions", client_id) == []
+    finally:
+        exporter = Path(__file__).parents[2] / "services" / "lake_exporter"
+        assert cli.main(["transformers", "register", str(exporter)]) == 0
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+    assert len(lake_rows("raw.transactions", client_id)) == 9
+
+
+def test_lake_backfill_exports_a_client_and_date_range(stack_info, db, client_id, wait_quiet):
+    assert cli.main(["transformers", "disable", "lake_exporter"]) == 0
+    try:
+        upload_example(stack_info, client_id)
+        wait_quiet()
+    finally:
+        assert cli.main(["transformers", "enable", "lake_exporter", "--no-backfill"]) == 0
+    assert lake_rows("raw.clients", client_id) == []
+
+    args = ["lake", "backfill", "--from", "2024-01-01", "--to", "2024-01-02"]
+    assert cli.main([*args, "--client", client_id]) == 0
+
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+    assert len(lake_rows("raw.clients", client_id)) == 3
+
+
+def test_query_reads_the_lake_by_postgresql_names(stack_info, client_id, wait_quiet, capsys):
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    capsys.readouterr()
+    sql = (
+        "SELECT client_id, business_date, sum(amount) AS deposits, count(*) AS n "
+        f"FROM raw.transactions WHERE client_id = '{client_id}' "
+        "AND upper(keyword) = 'DEPOSIT' GROUP BY 1, 2"
+    )
+    assert cli.main(["query", sql, "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == [
+        {"client_id": client_id, "business_date": "2024-01-02", "deposits": 1863.09, "n": 6}
+    ]
+    assert '"deposits": 1863.09,' in out  # the exact digits, not a float's
+    assert cli.main(["query", sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == (
+        f"client_id,business_date,deposits,n\n{client_id},2024-01-02,1863.09,6\n"
+    )
+    assert cli.main(["query", "SELECT * FROM raw.nothing_here"]) == 1
+    assert "raw.nothing_here is not in the lake" in capsys.readouterr().err
