@@ -251,5 +251,10 @@ def test_package_sizes_within_lambda_limits(packaged: dict[str, Packaged]) -> No
     SIZES[:] = rows
     assert {stack for stack, *_ in rows} == set(SERVICES)
     for stack, function, zipped, unzipped in rows:
-        assert zipped < ZIPPED_LIMIT, f"{stack}/{function}: {zipped} bytes zipped"
+        code = packaged[stack].resources[function]["Properties"]["Code"]
+        # Lambda's 50 MB zip limit is for packages uploaded through its API; osls uploads every
+        # artifact to the deployment bucket and the function takes it from S3, where the limit
+        # is 250 MB unzipped (docs/DECISIONS.md, "Lake tier").
+        if "S3Bucket" not in code:
+            assert zipped < ZIPPED_LIMIT, f"{stack}/{function}: {zipped} bytes zipped"
         assert unzipped < UNZIPPED_LIMIT, f"{stack}/{function}: {unzipped} bytes unzipped"
