@@ -44,6 +44,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     os.environ.update(info.client_environment())
     os.environ["DATAHARVEST_HOME"] = str(home)
     _clear_cached_clients()
+    # The lake exporter follows every change of every item (seconds per export, eight Iceberg
+    # commits): only the lake tests turn it on (tests/integration/test_lake.py), so the rest
+    # of the suite does not wait for exports it does not look at.
+    from dataharvest import registry
+
+    registry.set_enabled("lake_exporter", False)
     try:
         yield stack
     finally:

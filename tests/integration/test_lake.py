@@ -31,6 +31,16 @@ NAMES = ("clients", "portfolios", "accounts", "transactions")
 EXPORTER = runtime.Transformer(name="lake_exporter", output_tables=(), write_outside=export_work)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def lake_exporter_enabled(local_stack):
+    """The session stack keeps the exporter off (tests/conftest.py); these tests need it on."""
+    from dataharvest import registry
+
+    registry.set_enabled("lake_exporter", True)
+    yield
+    registry.set_enabled("lake_exporter", False)
+
+
 def upload(stack_info, client_id: str, name: str, content: bytes) -> None:
     boto3.client("s3").put_object(
         Bucket=stack_info.export("LandingBucketName"), Key=f"{client_id}/{name}", Body=content

@@ -92,11 +92,7 @@ def record_load(
     """Append a load to the history; unless it is 'unchanged' it becomes the current one."""
     current = status != "unchanged"
     if current:
-        conn.execute(
-            "UPDATE audit.file_loads SET is_current = false "
-            "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
-            (target.client_id, target.entity, target.business_date),
-        )
+        _no_longer_current(conn, target)
     with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
         record = cur.execute(
             "INSERT INTO audit.file_loads (load_id, client_id, business_date, entity, "
@@ -164,11 +160,7 @@ def complete_load(
     'rejected'), or 'abandoned' (never current; a newer version overtook it)."""
     current = status in ("loaded", "rejected")
     if current:
-        conn.execute(
-            "UPDATE audit.file_loads SET is_current = false "
-            "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
-            (target.client_id, target.entity, target.business_date),
-        )
+        _no_longer_current(conn, target)
     with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
         record = cur.execute(
             "UPDATE audit.file_loads SET status = %s, rows_total = %s, rows_loaded = %s, "
@@ -178,3 +170,12 @@ def complete_load(
         ).fetchone()
     assert record is not None
     return record
+
+
+def _no_longer_current(conn: psycopg.Connection, target: Route) -> None:
+    """The input's current load steps down (a new one becomes current in the same transaction)."""
+    conn.execute(
+        "UPDATE audit.file_loads SET is_current = false "
+        "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
+        (target.client_id, target.entity, target.business_date),
+    )
