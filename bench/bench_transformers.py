@@ -106,20 +106,18 @@ def seconds(fn: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
-def upload(stack, client_id: str, files: dict[str, Path]) -> float:
-    """Upload a drop; returns the wall-clock time of the last upload."""
+def upload(stack, client_id: str, files: dict[str, Path]) -> tuple[float, float]:
+    """Upload a drop; returns the wall-clock times of the first and the last upload."""
     import boto3
 
     s3 = boto3.client("s3")
     bucket = stack.info.export("LandingBucketName")
-    global first_upload
-    first_upload = time.time()
+    first = time.time()
     for entity in ("clients", "portfolios", "accounts", "transactions"):
         s3.upload_file(str(files[entity]), bucket, f"{client_id}/{files[entity].name}")
-    return time.time()
+    return first, time.time()
 
 
-first_upload = 0.0
 SUMMARY_TRANSFORMERS = (
     "relationship_transformer",
     "sum_deposit_transformer",
@@ -194,7 +192,7 @@ def result_queue_count(stack) -> int:
 def end_to_end_to_queue(stack, files: dict[str, Path]) -> None:
     import psycopg
 
-    last_upload = upload(stack, E2E_CLIENT, files)
+    _, last_upload = upload(stack, E2E_CLIENT, files)
     assert stack.runner.wait_quiet(3600), stack.runner.status()
     with psycopg.connect(stack.info.database_url) as conn:
         count, last_sent = conn.execute(
@@ -220,7 +218,7 @@ def end_to_end_full(stack, files: dict[str, Path]) -> None:
 
     from dataharvest.transformers import publisher
 
-    last_upload = upload(stack, CLIENT, files)
+    first_upload, last_upload = upload(stack, CLIENT, files)
     assert stack.runner.wait_quiet(3600), stack.runner.status()
     with psycopg.connect(stack.info.database_url) as conn:
         loads = conn.execute(

@@ -243,7 +243,7 @@ def abandon_other_loads(conn: psycopg.Connection, target: Route) -> None:
 
 
 def _abandon(conn: psycopg.Connection, target: Route, load_id: int, reason: str) -> None:
-    storage.drop_unattached_leaves(conn, [load_id])
+    storage.drop_unattached_leaves(conn, target.entity, load_id)
     conn.execute("DELETE FROM audit.chunk_rejections WHERE load_id = %s", (load_id,))
     complete_load(
         conn, target, load_id, status="abandoned", rows_total=0, rows_loaded=0,
@@ -453,7 +453,7 @@ def _reject_whole(conn: psycopg.Connection, row: dict[str, Any], reason: str) ->
     target = _route(row)
     lock_input(conn, target)
     load_id = row["load_id"]
-    storage.drop_unattached_leaves(conn, [load_id])
+    storage.drop_unattached_leaves(conn, target.entity, load_id)
     conn.execute("DELETE FROM audit.chunk_rejections WHERE load_id = %s", (load_id,))
     storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
     delete_rejections(conn, target)
@@ -637,7 +637,7 @@ def _finish(
     )
     conn.execute("DELETE FROM audit.chunk_rejections WHERE load_id = %s", (load_id,))
     if whole_file is not None:
-        storage.drop_unattached_leaves(conn, [load_id])
+        storage.drop_unattached_leaves(conn, target.entity, load_id)
         storage.swap(conn, target.entity, day, client, None, [])
         record = complete_load(
             conn, target, load_id, status="rejected", rows_total=total, rows_loaded=0,

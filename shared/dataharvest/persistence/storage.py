@@ -260,18 +260,16 @@ def drop_empty_parents(conn: psycopg.Connection, before: date) -> int:
     return dropped
 
 
-def drop_unattached_leaves(conn: psycopg.Connection, load_ids: list[int]) -> None:
-    """Drop the leaf tables of loads that will never be attached (abandoned or superseded)."""
-    for load_id in load_ids:
-        for entity in ENTITIES:
-            rows = conn.execute(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition "
-                "AND (c.relname = %s OR c.relname LIKE %s)",
-                (SCHEMA, leaf_name(entity, load_id), leaf_name(entity, load_id) + "\\_%"),
-            ).fetchall()
-            for (name,) in rows:
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(SCHEMA, name)))
+def drop_unattached_leaves(conn: psycopg.Connection, entity: str, load_id: int) -> None:
+    """Drop the leaf tables of a load that will never be attached (abandoned or rejected)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind = 'r' AND NOT c.relispartition "
+        "AND (c.relname = %s OR c.relname LIKE %s)",
+        (SCHEMA, leaf_name(entity, load_id), leaf_name(entity, load_id) + "\\_%"),
+    ).fetchall()
+    for (name,) in rows:
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(SCHEMA, name)))
 
 
 def drop_all(conn: psycopg.Connection) -> None:
