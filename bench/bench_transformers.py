@@ -385,7 +385,7 @@ def bare_sql(conn, module, transformer, day: date) -> None:
 def through_runtime(transformer, entry) -> None:
     """One run through the transformer runtime, forced by a replay id."""
     from dataharvest import metastore
-    from dataharvest.catapult.decide import watched_versions
+    from dataharvest.due import watched_versions
     from dataharvest.transformers import runtime
     from dataharvest.work import WorkMessage
 

@@ -225,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def status_items(client_id: str | None, business_date: str | None) -> list[dict[str, Any]]:
     """The metastore items, each with `stuck`: the enabled transformers it still needs work
-    from (due but not done for the current versions; catapult.converge.need)."""
+    from (due but not done for the current versions; dataharvest.due.need)."""
     from dataharvest import metastore, registry
     from dataharvest.catapult.converge import due
 

@@ -151,6 +151,8 @@ class RegistryCache:
     ttl_s: float = REGISTRY_TTL_S
     entries: list[TransformerEntry] = field(default_factory=list)
     loaded_at: float = -math.inf  # never loaded
+    _index: Any = field(default=None, repr=False)
+    _indexed: Any = field(default=None, repr=False)
 
     def current(self) -> list[TransformerEntry]:
         if time.monotonic() - self.loaded_at > self.ttl_s:
@@ -160,6 +162,15 @@ class RegistryCache:
     def refresh(self) -> None:
         self.entries = load_all()
         self.loaded_at = time.monotonic()
+
+    def index(self):  # -> dataharvest.due.DueIndex (imported here: due imports this module)
+        """The current entries indexed by what can make them due, rebuilt when they change."""
+        from dataharvest.due import DueIndex
+
+        entries = self.current()
+        if self._indexed is not entries:
+            self._index, self._indexed = DueIndex(entries), entries
+        return self._index
 
 
 def as_image_record(image: dict[str, Any] | None, event_name: str = "MODIFY") -> dict[str, Any]:

@@ -174,7 +174,7 @@ def test_delete_retracts_the_slice(stack_info, db, client_id, wait_quiet):
 
 
 def test_a_stale_message_does_not_overwrite_a_newer_slice(stack_info, db, client_id, wait_quiet):
-    from dataharvest.catapult.decide import watched_versions
+    from dataharvest.due import watched_versions
 
     upload_example(stack_info, client_id)
     wait_quiet()

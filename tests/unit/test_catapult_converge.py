@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from dataharvest.catapult.converge import due, need, needs
+from dataharvest.catapult.converge import due, needs
+from dataharvest.due import need
 from dataharvest.registry import TransformerEntry
 from dataharvest.work import output_version
 

@@ -2,7 +2,7 @@
 registered transformers must APPLY or RETRACT, and sends each its work message. Converging
 (register / enable sweeps, the reconciler) brings items to what the registry says now."""
 
-from dataharvest.catapult.converge import backfill, converge, need, needs, reconcile
+from dataharvest.catapult.converge import backfill, converge, needs, reconcile
 from dataharvest.catapult.decide import Decision, decide
 from dataharvest.catapult.dispatch import DispatchError, dispatch_record, replay
 
@@ -13,7 +13,6 @@ __all__ = [
     "converge",
     "decide",
     "dispatch_record",
-    "need",
     "needs",
     "reconcile",
     "replay",

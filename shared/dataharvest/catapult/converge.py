@@ -25,28 +25,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from dataharvest import metastore, registry
-from dataharvest.catapult.decide import Decision, watched_versions
-from dataharvest.catapult.dispatch import DispatchError, item_as_record, send
+from dataharvest.catapult.decide import Decision
+from dataharvest.catapult.dispatch import DispatchError, send
+from dataharvest.due import need
 from dataharvest.observability import logger
 from dataharvest.registry import TransformerEntry
-from dataharvest.work import Action, WorkMessage, output_version
-
-
-def need(entry: TransformerEntry, item: dict[str, Any]) -> tuple[Action, dict[str, str]] | None:
-    """What this item needs from this entry now: (action, input versions), or None.
-    Disabled entries need nothing: disabling means "leave its flags as they are"."""
-    if not entry.enabled or not item:
-        return None
-    done = item.get(f"{entry.name}_done") is True
-    done_version = item.get(f"{entry.name}_version")
-    versions = watched_versions(entry, item)
-    if entry.matches_image(item_as_record(item)):
-        if done and done_version == output_version(versions):
-            return None
-        return "APPLY", versions
-    if done:
-        return "RETRACT", {**versions, f"{entry.name}_version": str(done_version or "")}
-    return None
+from dataharvest.work import WorkMessage
 
 
 def needs(

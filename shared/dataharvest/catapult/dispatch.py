@@ -9,15 +9,13 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
-from boto3.dynamodb.types import TypeSerializer
 
 from dataharvest import metastore
-from dataharvest.catapult.decide import Decision, decide, watched_versions
+from dataharvest.catapult.decide import Decision, decide
+from dataharvest.due import matches_item, watched_versions
 from dataharvest.observability import logger
-from dataharvest.registry import RegistryCache, TransformerEntry, as_image_record
+from dataharvest.registry import RegistryCache, TransformerEntry
 from dataharvest.work import WorkMessage
-
-_serializer = TypeSerializer()
 
 
 @lru_cache(maxsize=1)
@@ -40,7 +38,7 @@ def dispatch_record(record: dict[str, Any], cache: RegistryCache) -> list[Decisi
     if str(keys.get(metastore.PARTITION_KEY, "")) == metastore.REGISTRY_PARTITION:
         cache.refresh()  # a registration takes effect on the next metastore change
         return []
-    decisions = decide(record, cache.current())
+    decisions = decide(record, cache.index())
     failed = []
     for decision in decisions:
         try:
@@ -62,17 +60,12 @@ def dispatch_record(record: dict[str, Any], cache: RegistryCache) -> list[Decisi
     return decisions
 
 
-def item_as_record(item: dict[str, Any]) -> dict[str, Any]:
-    """A current metastore item (plain values) as a stream-record shape for filter matching."""
-    return as_image_record({k: _serializer.serialize(v) for k, v in item.items()})
-
-
 def _replay_messages(
     entry: TransformerEntry, items: Iterable[dict[str, Any]], replay_id: str
 ) -> list[WorkMessage]:
     messages = []
     for item in items:
-        if not entry.matches_image(item_as_record(item)):
+        if not matches_item(entry, item):
             continue
         messages.append(
             WorkMessage(

@@ -38,8 +38,8 @@ import boto3
 import psycopg
 
 from dataharvest import metastore, registry
-from dataharvest.catapult.converge import need
 from dataharvest.config import settings
+from dataharvest.due import need
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
@@ -190,7 +190,7 @@ class PublishError(RuntimeError):
 def upstream_settled(item: dict[str, Any], entries: list[registry.TransformerEntry]) -> bool:
     """Whether every upstream transformer has caught up with the item: done on the current
     versions of its inputs where its filter matches, not done where it does not (the rule
-    the reconciler converges on, catapult.converge.need)."""
+    the reconciler converges on, dataharvest.due.need)."""
     return not any(e.name in UPSTREAM and need(e, item) is not None for e in entries)
 
 

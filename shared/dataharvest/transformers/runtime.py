@@ -21,8 +21,7 @@ import psycopg
 from boto3.dynamodb.conditions import Attr
 
 from dataharvest import db, metastore, registry
-from dataharvest.catapult.decide import watched_versions
-from dataharvest.catapult.dispatch import item_as_record
+from dataharvest.due import desired
 from dataharvest.observability import logger
 from dataharvest.work import WorkMessage, output_version
 
@@ -78,16 +77,10 @@ def _entry(name: str) -> registry.TransformerEntry:
     raise registry.RegistryError(f"{name} is not registered")
 
 
-def _desired(entry: registry.TransformerEntry, item: dict[str, Any]) -> tuple[str, dict]:
-    if item and entry.matches_image(item_as_record(item)):
-        return "APPLY", watched_versions(entry, item)
-    return "RETRACT", watched_versions(entry, item) if item else {}
-
-
 def _is_current(entry: registry.TransformerEntry, message: WorkMessage) -> bool:
     """Whether the message still describes the item: same action due, same input versions."""
     item = metastore.get_item(message.client_id, message.business_date)
-    action, versions = _desired(entry, item)
+    action, versions = desired(entry, item)
     return action == message.action and (action == "RETRACT" or versions == message.input_versions)
 
 
@@ -215,7 +208,7 @@ def _publish_flag(
         # match is usually a watched input being deleted or rejected, so those versions are
         # gone for good. Clear the flag only while the item still calls for a retraction, on
         # the condition that its watched attributes are still what they are now.
-        action, versions = _desired(
+        action, versions = desired(
             entry, metastore.get_item(message.client_id, message.business_date)
         )
         if action != "RETRACT":
