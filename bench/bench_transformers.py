@@ -361,7 +361,7 @@ def bare_send_rate(stack, count: int) -> float:
 def bare_sql(conn, module, transformer, day: date) -> None:
     """The SQL a transformer executes, alone: delete its output, then its statements."""
     from dataharvest.transformers import publisher
-    from dataharvest.transformers.plan import BULK_JOINS
+    from dataharvest.transformers.runtime import run_statements
 
     with conn.transaction():
         for table in transformer.output_tables:
@@ -376,10 +376,9 @@ def bare_sql(conn, module, transformer, day: date) -> None:
             )
         if module is publisher:
             # The statement only: its settled check reads the metastore, which is runtime work.
-            conn.execute(BULK_JOINS)
             conn.execute(publisher.MESSAGES, {"client_id": CLIENT, "business_date": day})
         else:
-            module.apply(conn, CLIENT, day)
+            run_statements(conn, transformer.statements, CLIENT, day)
 
 
 def through_runtime(transformer, entry) -> None:

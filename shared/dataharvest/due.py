@@ -77,6 +77,14 @@ def need(entry: TransformerEntry, item: dict[str, Any]) -> tuple[Action, dict[st
     return None
 
 
+def upstream(
+    entry: TransformerEntry, entries: Iterable[TransformerEntry]
+) -> list[TransformerEntry]:
+    """The entries whose output this one reads: those whose `<name>_version` it watches."""
+    watched = set(entry.watch)
+    return [e for e in entries if f"{e.name}_version" in watched]
+
+
 class Change:
     """A metastore stream record, read once (and lazily) for every entry asked about it."""
 

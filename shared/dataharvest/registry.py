@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from boto3.dynamodb.conditions import Key
 
 from dataharvest import filters, metastore
 
@@ -106,35 +105,26 @@ def entry_from_file(path: Path, stage: str, resolve_queue_url) -> TransformerEnt
 
 def put(entry: TransformerEntry) -> None:
     validate(entry)
-    metastore.table().put_item(Item=entry.to_item())
+    metastore.put_item(entry.to_item())
 
 
 def set_enabled(name: str, enabled: bool) -> TransformerEntry:
-    try:
-        response = metastore.table().update_item(
-            Key=metastore.item_key(metastore.REGISTRY_PARTITION, name),
-            UpdateExpression="SET enabled = :enabled",
-            ConditionExpression="attribute_exists(sort_key)",
-            ExpressionAttributeValues={":enabled": enabled},
-            ReturnValues="ALL_NEW",
-        )
-    except metastore.table().meta.client.exceptions.ConditionalCheckFailedException as error:
-        raise RegistryError(f"no transformer named {name!r} is registered") from error
-    return TransformerEntry.from_item(response["Attributes"])
+    item = metastore.update_attributes(
+        metastore.REGISTRY_PARTITION,
+        name,
+        {"enabled": enabled},
+        condition="attribute_exists(#sort_key)",
+        condition_names={"#sort_key": metastore.SORT_KEY},
+        return_new=True,
+    )
+    if item is None:
+        raise RegistryError(f"no transformer named {name!r} is registered")
+    return TransformerEntry.from_item(item)
 
 
 def load_all() -> list[TransformerEntry]:
-    kwargs: dict[str, Any] = {
-        "KeyConditionExpression": Key(metastore.PARTITION_KEY).eq(metastore.REGISTRY_PARTITION),
-        "ConsistentRead": True,
-    }
-    entries = []
-    while True:
-        page = metastore.table().query(**kwargs)
-        entries.extend(TransformerEntry.from_item(item) for item in page["Items"])
-        if "LastEvaluatedKey" not in page:
-            return sorted(entries, key=lambda e: e.name)
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    entries = [TransformerEntry.from_item(item) for item in metastore.registry_items()]
+    return sorted(entries, key=lambda e: e.name)
 
 
 def get(name: str) -> TransformerEntry:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dataharvest.due import upstream
 from dataharvest.registry import TransformerEntry
 from dataharvest.transformers.publisher import upstream_settled
 from dataharvest.transformers.runtime import output_version
@@ -32,7 +33,12 @@ def entry(name: str) -> TransformerEntry:
     )
 
 
-ENTRIES = [entry(name) for name in UPSTREAM]
+def test_upstream_is_what_the_publisher_entry_watches() -> None:
+    publisher = next(e for e in ENTRIES if e.name == "partner_publisher")
+    assert {e.name for e in upstream(publisher, ENTRIES)} == set(UPSTREAM)
+
+
+ENTRIES = [entry(name) for name in (*UPSTREAM, "partner_publisher")]
 
 
 def settled_item(transactions: bool = True) -> dict:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from dataharvest import metastore
 from dataharvest.observability import logger
 from dataharvest.persistence.records import LoadRecord
@@ -39,29 +37,17 @@ def publish_input(target: Route, record: LoadRecord) -> bool:
     item = metastore.get_item(target.client_id, target.date_key)
     if all(item.get(name) == value for name, value in wanted.items()):
         return False
-    prefix = metastore.INPUT_PREFIX[target.entity]
-    seq = f"{prefix}_seq"
-    to_set = {name: value for name, value in wanted.items() if value is not None}
-    to_remove = [name for name, value in wanted.items() if value is None]
-    expression = "SET " + ", ".join(f"#{i} = :{i}" for i in range(len(to_set)))
-    if to_remove:
-        expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(to_remove)))
-    names = {f"#{i}": name for i, name in enumerate(to_set)}
-    names.update({f"#r{i}": name for i, name in enumerate(to_remove)})
-    names["#seq"] = seq
-    values = {f":{i}": value for i, value in enumerate(to_set.values())}
-    values[":seq"] = record.load_id
-    try:
-        metastore.table().update_item(
-            Key=metastore.item_key(target.client_id, target.date_key),
-            UpdateExpression=expression,
-            ConditionExpression="attribute_not_exists(#seq) OR #seq <= :seq",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
+    seq = f"{metastore.INPUT_PREFIX[target.entity]}_seq"
+    written = metastore.update_attributes(
+        target.client_id,
+        target.date_key,
+        {name: value for name, value in wanted.items() if value is not None},
+        [name for name, value in wanted.items() if value is None],
+        condition="attribute_not_exists(#seq) OR #seq <= :seq",
+        condition_names={"#seq": seq},
+        condition_values={":seq": record.load_id},
+    )
+    if written is None:
         logger.info(
             "metastore already shows a newer load of this input; this write is stale",
             extra={"client_id": target.client_id, "entity": target.entity, "seq": record.load_id},

@@ -3,10 +3,6 @@ transactions of its account with keyword DEPOSIT (docs/SPEC.md §3); 0 when ther
 
 from __future__ import annotations
 
-from datetime import date
-
-import psycopg
-
 from dataharvest.transformers.runtime import Transformer
 
 # A linked portfolio's account is in that day's accounts file, so every transaction on it is
@@ -28,13 +24,8 @@ WHERE l.client_id = %(client_id)s AND l.business_date = %(business_date)s
 """
 
 
-def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
-    params = {"client_id": client_id, "business_date": business_date}
-    return conn.execute(DEPOSITS, params).rowcount
-
-
 TRANSFORMER = Transformer(
     name="sum_deposit_transformer",
     output_tables=("etl.portfolio_deposits",),
-    apply=apply,
+    statements=(DEPOSITS,),
 )

@@ -39,7 +39,7 @@ import psycopg
 
 from dataharvest import metastore, registry
 from dataharvest.config import settings
-from dataharvest.due import need
+from dataharvest.due import need, upstream
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
@@ -48,13 +48,6 @@ from dataharvest.transformers.runtime import (
 from dataharvest.work import WorkMessage
 
 NAME = "partner_publisher"
-# The transformers whose outputs the messages read, upstream of this one.
-UPSTREAM = (
-    "relationship_transformer",
-    "tax_transformer",
-    "sum_deposit_transformer",
-    "transaction_transformer",
-)
 SQS_BATCH = 10
 # Messages sent and marked published per transaction: progress survives a timeout.
 SEND_CHUNK = 1000
@@ -190,8 +183,12 @@ class PublishError(RuntimeError):
 def upstream_settled(item: dict[str, Any], entries: list[registry.TransformerEntry]) -> bool:
     """Whether every upstream transformer has caught up with the item: done on the current
     versions of its inputs where its filter matches, not done where it does not (the rule
-    the reconciler converges on, dataharvest.due.need)."""
-    return not any(e.name in UPSTREAM and need(e, item) is not None for e in entries)
+    the reconciler converges on, dataharvest.due.need). Upstream = the entries whose version
+    the publisher's own registry entry watches."""
+    own = next((e for e in entries if e.name == NAME), None)
+    if own is None:
+        raise registry.RegistryError(f"{NAME} is not registered")
+    return not any(need(e, item) is not None for e in upstream(own, entries))
 
 
 def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:

@@ -3,10 +3,6 @@ portfolios whose client or account is missing that day are `orphan_portfolio` is
 
 from __future__ import annotations
 
-from datetime import date
-
-import psycopg
-
 from dataharvest.transformers.runtime import Transformer
 
 LINKS = """
@@ -38,16 +34,9 @@ WHERE p.client_id = %(client_id)s AND p.business_date = %(business_date)s
 """
 
 
-def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
-    params = {"client_id": client_id, "business_date": business_date}
-    links = conn.execute(LINKS, params).rowcount
-    conn.execute(ORPHANS, params)
-    return links
-
-
 TRANSFORMER = Transformer(
     name="relationship_transformer",
     output_tables=("etl.portfolio_links",),
-    apply=apply,
+    statements=(LINKS, ORPHANS),
     writes_quality_issues=True,
 )

@@ -31,8 +31,12 @@ class Transformer:
     name: str
     # Tables holding this transformer's output, keyed by (client_id, business_date).
     output_tables: tuple[str, ...]
-    # Writes the output for one client and date (its old output is already deleted); returns
-    # the number of rows written. Runs inside the run's transaction.
+    # What most transformers are: SQL statements run in order for an APPLY, inside the run's
+    # transaction, with %(client_id)s and %(business_date)s bound; the first statement's row
+    # count is the rows written (later ones write quality issues and the like).
+    statements: tuple[str, ...] = ()
+    # Instead of `statements`, for output that needs code (the publisher): writes the output
+    # for one client and date (its old output is already deleted); returns the rows written.
     apply: Callable[[psycopg.Connection, str, date], int] | None = None
     # Optional effect after commit (the partner publisher sends its messages here); it also
     # runs when a redelivered message finds its run committed, so it must be idempotent.
@@ -145,6 +149,8 @@ def _run_in_transaction(conn, transformer, entry, message, started_at, started) 
         rows = written
     elif message.action == "APPLY" and transformer.apply is not None:
         rows = transformer.apply(conn, message.client_id, day)
+    elif message.action == "APPLY" and transformer.statements:
+        rows = run_statements(conn, transformer.statements, message.client_id, day)
     else:
         rows = 0
     # Last look before commit: if the inputs moved on, this result must not become visible.
@@ -152,6 +158,15 @@ def _run_in_transaction(conn, transformer, entry, message, started_at, started) 
         raise StaleWork
     _record_run(conn, transformer, message, "succeeded", rows, started_at, started, None)
     return rows
+
+
+def run_statements(
+    conn: psycopg.Connection, statements: tuple[str, ...], client_id: str, business_date: date
+) -> int:
+    """Run a transformer's statements for one client and date; the first one's row count."""
+    params = {"client_id": client_id, "business_date": business_date}
+    counts = [conn.execute(statement, params).rowcount for statement in statements]
+    return counts[0]
 
 
 def _record_run(conn, transformer, message, outcome, rows, started_at, started, error) -> None:
@@ -182,14 +197,13 @@ def _record_failure(conn, transformer, message, started_at, started, error) -> N
     text = f"{type(error).__name__}: {error}"
     if conn is not None and not conn.broken:
         _record_run(conn, transformer, message, "failed", 0, started_at, started, text)
-    metastore.table().update_item(
-        Key=metastore.item_key(message.client_id, message.business_date),
-        UpdateExpression="SET #error = :error, #failed_at = :now",
-        ExpressionAttributeNames={
-            "#error": f"{transformer.name}_error",
-            "#failed_at": f"{transformer.name}_failed_at",
+    metastore.update_attributes(
+        message.client_id,
+        message.business_date,
+        {
+            f"{transformer.name}_error": text[:1000],
+            f"{transformer.name}_failed_at": datetime.now(UTC).isoformat(),
         },
-        ExpressionAttributeValues={":error": text[:1000], ":now": datetime.now(UTC).isoformat()},
     )
 
 
@@ -226,37 +240,22 @@ def _publish_flag(
         if value.lstrip("-").isdigit():
             current = current | Attr(attribute).eq(int(value))
         condition = condition & current
-    names = {
-        "#done": f"{name}_done",
-        "#version": f"{name}_version",
-        "#started": f"{name}_started_at",
-        "#finished": f"{name}_finished_at",
-        "#error": f"{name}_error",
-    }
-    values: dict[str, Any] = {
-        ":started": started_at.isoformat(),
-        ":finished": datetime.now(UTC).isoformat(),
-    }
+    finished = {f"{name}_started_at": started_at.isoformat()}
+    finished[f"{name}_finished_at"] = datetime.now(UTC).isoformat()
     if message.action == "APPLY":
-        expression = (
-            "SET #done = :true, #version = :version, #started = :started, "
-            "#finished = :finished REMOVE #error"
-        )
-        values |= {":true": True, ":version": output_version(message.input_versions)}
+        to_set = {
+            f"{name}_done": True,
+            f"{name}_version": output_version(message.input_versions),
+            **finished,
+        }
+        to_remove = [f"{name}_error"]
     else:
-        expression = (
-            "SET #done = :false, #started = :started, #finished = :finished REMOVE #version, #error"
-        )
-        values |= {":false": False}
-    try:
-        metastore.table().update_item(
-            Key=metastore.item_key(message.client_id, message.business_date),
-            UpdateExpression=expression,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-    except metastore.table().meta.client.exceptions.ConditionalCheckFailedException:
+        to_set = {f"{name}_done": False, **finished}
+        to_remove = [f"{name}_version", f"{name}_error"]
+    written = metastore.update_attributes(
+        message.client_id, message.business_date, to_set, to_remove, condition=condition
+    )
+    if written is None:
         logger.info(
             "inputs changed after commit; flag not published",
             extra={"key": message.idempotency_key},

@@ -3,10 +3,6 @@ the taxes paid on the DISTINCT accounts of its linked portfolios (docs/SPEC.md Â
 
 from __future__ import annotations
 
-from datetime import date
-
-import psycopg
-
 from dataharvest.transformers.runtime import Transformer
 
 # Two portfolios of a client on the same account must count that account's taxes once, hence
@@ -33,13 +29,8 @@ WHERE c.client_id = %(client_id)s AND c.business_date = %(business_date)s
 """
 
 
-def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
-    params = {"client_id": client_id, "business_date": business_date}
-    return conn.execute(TAX_SUMMARY, params).rowcount
-
-
 TRANSFORMER = Transformer(
     name="tax_transformer",
     output_tables=("etl.client_tax_summary",),
-    apply=apply,
+    statements=(TAX_SUMMARY,),
 )

@@ -4,10 +4,6 @@ account (docs/SPEC.md §3); transactions whose account is not in that day's acco
 
 from __future__ import annotations
 
-from datetime import date
-
-import psycopg
-
 from dataharvest.transformers.runtime import Transformer
 
 COUNTS = """
@@ -39,16 +35,9 @@ WHERE t.client_id = %(client_id)s AND t.business_date = %(business_date)s
 """
 
 
-def apply(conn: psycopg.Connection, client_id: str, business_date: date) -> int:
-    params = {"client_id": client_id, "business_date": business_date}
-    counts = conn.execute(COUNTS, params).rowcount
-    conn.execute(ORPHANS, params)
-    return counts
-
-
 TRANSFORMER = Transformer(
     name="transaction_transformer",
     output_tables=("etl.portfolio_transaction_counts",),
-    apply=apply,
+    statements=(COUNTS, ORPHANS),
     writes_quality_issues=True,
 )
