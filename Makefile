@@ -39,9 +39,10 @@ test-e2e: install ## the dataharvest CLI end to end
 test-deploy: install ## osls package, cfn-lint, IAM and artifact checks
 	$(PYTEST) tests/deploy -q
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, mypy --strict on the runtime package
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install ## apply ruff formatting and fixes
 	$(BIN)/ruff check --fix .

@@ -39,7 +39,7 @@ def guarded(record_handler: Callable[[Any], Any]) -> Callable[..., Any]:
     started: set[str] = set()  # invocations that took a record already (one, in practice)
 
     def handle(record: Any, lambda_context: Any = None) -> Any:
-        request = getattr(lambda_context, "aws_request_id", None)
+        request = str(getattr(lambda_context, "aws_request_id", None))
         first = request not in started
         if first:
             started.clear()
@@ -84,4 +84,4 @@ def _sqs() -> Any:
 @lru_cache(maxsize=16)
 def _queue_url(arn: str) -> str:
     _, _, _, _, account, name = arn.split(":", 5)
-    return _sqs().get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+    return str(_sqs().get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])

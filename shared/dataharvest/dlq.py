@@ -143,13 +143,14 @@ def describe(body: str) -> list[str]:
 
 
 def _receive(sqs: BaseClient, url: str, hide_s: int = LIST_VISIBILITY_S) -> list[dict[str, Any]]:
-    return sqs.receive_message(
+    messages: list[dict[str, Any]] = sqs.receive_message(
         QueueUrl=url,
         MaxNumberOfMessages=10,
         VisibilityTimeout=hide_s,
         WaitTimeSeconds=0,
         MessageSystemAttributeNames=["All"],
     ).get("Messages", [])
+    return messages
 
 
 def list_dead_letters(sqs: BaseClient, queue: DeadLetterQueue) -> list[DeadLetter]:

@@ -153,5 +153,5 @@ def output_counts(conn: psycopg.Connection, client_id: str) -> list[dict[str, An
     ORDER BY d.business_date
     """
     cursor = conn.execute(query, {"c": client_id})
-    names = [column.name for column in cursor.description]
+    names = [column.name for column in cursor.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

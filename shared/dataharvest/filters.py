@@ -83,7 +83,7 @@ def _compile(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise FilterPatternError(f"<root>: pattern is not valid JSON: {exc}") from exc
     validate(parsed)
-    return parsed
+    return dict(parsed)
 
 
 def _merge_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ _deserializer = TypeDeserializer()
 
 
 @lru_cache(maxsize=4)
-def table(name: str | None = None):
+def table(name: str | None = None) -> Any:
     return boto3.resource("dynamodb").Table(name or settings().metastore_table)
 
 

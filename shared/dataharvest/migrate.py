@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dataharvest.db import database_url
 
@@ -18,7 +19,7 @@ def sqlalchemy_url(url: str | None = None) -> str:
     return url
 
 
-def alembic_config(url: str | None = None):
+def alembic_config(url: str | None = None) -> Any:  # alembic.config.Config
     from alembic.config import Config
 
     cfg = Config(str(REPO_ROOT / "alembic.ini"))

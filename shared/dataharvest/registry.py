@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -85,7 +86,9 @@ def validate(entry: TransformerEntry) -> None:
             raise RegistryError(f"{entry.name}: watch entries must be attribute names")
 
 
-def entry_from_file(path: Path, stage: str, resolve_queue_url) -> TransformerEntry:
+def entry_from_file(
+    path: Path, stage: str, resolve_queue_url: Callable[[str], str]
+) -> TransformerEntry:
     """Read a service's transformer.yml; `target_queue` is a queue name with `{stage}`."""
     spec = yaml.safe_load(path.read_text())
     try:
@@ -153,7 +156,7 @@ class RegistryCache:
         self.entries = load_all()
         self.loaded_at = time.monotonic()
 
-    def index(self):  # -> dataharvest.due.DueIndex (imported here: due imports this module)
+    def index(self) -> Any:  # dataharvest.due.DueIndex (imported here: due imports this module)
         """The current entries indexed by what can make them due, rebuilt when they change."""
         from dataharvest.due import DueIndex
 
@@ -186,7 +189,7 @@ def register(path: Path, stage: str) -> TransformerEntry:
 
     def queue_url(name: str) -> str:
         try:
-            return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
         except sqs.exceptions.QueueDoesNotExist as error:
             raise RegistryError(
                 f"{path}: target queue {name!r} does not exist (deploy the service first)"

@@ -19,7 +19,7 @@ from dataharvest.work import WorkMessage
 
 
 @lru_cache(maxsize=1)
-def _sqs():
+def _sqs() -> Any:
     return boto3.client("sqs")
 
 

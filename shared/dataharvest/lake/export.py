@@ -86,7 +86,7 @@ def write_slice(
     try:
         for batch in stream.slice_batches(conn, table, client_id, day):
             if writer is None or in_file >= FILE_ROWS:
-                if writer is not None:
+                if writer is not None and stream_out is not None:
                     writer.close()
                     stream_out.close()
                 path = f"{directory}/{run}-{len(paths):05d}.parquet"
@@ -98,7 +98,7 @@ def write_slice(
             in_file += batch.num_rows
             rows += batch.num_rows
     finally:
-        if writer is not None:
+        if writer is not None and stream_out is not None:
             writer.close()
             stream_out.close()
     return SliceFiles(table, tuple(paths), rows)
@@ -108,7 +108,11 @@ def commit_slice(
     iceberg: Table, files: SliceFiles, client_id: str, day: date, properties: dict[str, str]
 ) -> None:
     """Replace the slice by `files` (none: delete it) in one Iceberg transaction."""
-    where = And(EqualTo("client_id", client_id), EqualTo("business_date", day.isoformat()))
+    # pyiceberg's expression classes are pydantic models whose typed signature mypy misreads.
+    where = And(
+        EqualTo("client_id", client_id),  # type: ignore[call-arg, arg-type]
+        EqualTo("business_date", day.isoformat()),  # type: ignore[call-arg, arg-type]
+    )
     props = {SNAPSHOT_PREFIX + k: v for k, v in properties.items()}
     for _ in range(COMMIT_ATTEMPTS):
         try:

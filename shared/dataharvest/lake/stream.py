@@ -20,12 +20,13 @@ from psycopg import sql
 from dataharvest.lake.tables import LakeTable
 
 BLOCK_BYTES = 8 << 20
+Chunk = bytes | bytearray | memoryview
 
 
 class _CopyReader(io.RawIOBase):
     """A read-only file over the chunks of a COPY ... TO STDOUT."""
 
-    def __init__(self, chunks: Iterator[memoryview]):
+    def __init__(self, chunks: Iterator[Chunk]):
         self._chunks = chunks
         self._pending = memoryview(b"")
 
@@ -81,6 +82,6 @@ def slice_batches(
                 yield batch
 
 
-def _prepend(first: memoryview, rest: Iterator[memoryview]) -> Iterator[memoryview]:
+def _prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
     yield first
     yield from rest

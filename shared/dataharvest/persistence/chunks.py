@@ -531,7 +531,7 @@ def commit_load(
     return record
 
 
-def _union(leaves: list[storage.Leaf], columns: sql.Composable) -> sql.Composable:
+def _union(leaves: list[storage.Leaf], columns: sql.Composable) -> sql.Composed:
     return sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {} FROM {}").format(columns, leaf.identifier) for leaf in leaves
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -116,8 +117,9 @@ class _LeafCopy:
             leaf.identifier, names
         )
         self.cursor = conn.cursor()
-        self.copy = None
-        self.context = None
+        self.statement: sql.Composed | None = None
+        self.copy: psycopg.Copy | None = None
+        self.context: AbstractContextManager[psycopg.Copy] | None = None
         self.rows = 0
 
     def write(self, data: bytes, numbered: bool = False) -> None:
@@ -128,6 +130,7 @@ class _LeafCopy:
             self.statement = statement
             self.context = self.cursor.copy(statement, writer=QueuedLibpqWriter(self.cursor))
             self.copy = self.context.__enter__()
+        assert self.copy is not None
         self.copy.write(data)
 
     def close(self, error: BaseException | None = None) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -180,9 +181,9 @@ def _load_version(
     except FileRejected as rejection:
         return _reject_file(conn, target, obj, current, settings, load_id, rejection.reason)
     except psycopg.Error as error:
-        if (reason := refused_by_database(error, entity.unique_column.name)) is None:
+        if (refusal := refused_by_database(error, entity.unique_column.name)) is None:
             raise
-        return _reject_file(conn, target, obj, current, settings, load_id, reason)
+        return _reject_file(conn, target, obj, current, settings, load_id, refusal)
     if _same_content(current, obj, staged.sha256, settings):
         storage.drop_leaf(conn, staged.leaf)
         return _unchanged(conn, target, obj, staged.sha256, current)
@@ -202,7 +203,7 @@ def _commit(
     rows = staged.rows_total
     rejected = rows - staged.rows_loaded
     ratio = settings.max_reject_ratio
-    common = {
+    common: dict[str, Any] = {
         "load_id": load_id,
         "key": obj.key,
         "version": obj.version,
@@ -353,7 +354,7 @@ def _store_rejections(
                 lineage, sql.Literal(whole_file_reason)
             )
         )
-    if conn.execute(sql.SQL("SELECT to_regclass('pg_temp.rejects')")).fetchone()[0]:
+    if (conn.execute(sql.SQL("SELECT to_regclass('pg_temp.rejects')")).fetchone() or [None])[0]:
         conn.execute(
             columns
             + sql.SQL(

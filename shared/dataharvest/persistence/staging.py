@@ -17,6 +17,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -150,7 +151,7 @@ def copy_fallback(
     return Staged(rows=rows, malformed=malformed)
 
 
-def _write(copy: psycopg.Copy, line: int, row: tuple) -> None:
+def _write(copy: psycopg.Copy, line: int, row: tuple[Any, ...]) -> None:
     try:
         copy.write_row(row)
     except UnicodeEncodeError:
@@ -169,7 +170,7 @@ class _ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         while not self._chunk:
             chunk = next(self._chunks, None)
             if chunk is None:

@@ -25,6 +25,9 @@ WHITE_SPACE = sql.SQL("E' \\t\\r\\n'")
 REASON_VALUE_CHARS = 60
 LINE = sql.SQL("coalesce(s.line, s.ordinal + 1)")
 
+# A complete statement, which psycopg's Connection.execute accepts (a Composable may be a part).
+Statement = sql.SQL | sql.Composed
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -32,7 +35,7 @@ class Rule:
     reason: sql.Composable  # text
 
 
-def value(header: HeaderMap, column: Column) -> sql.Composable:
+def value(header: HeaderMap, column: Column) -> Statement:
     """The trimmed value of a column in staging row `s`, NULL when missing."""
     if column.name not in header.columns:
         return sql.SQL("NULL::text")
@@ -124,14 +127,14 @@ def row_ok(entity: Entity, header: HeaderMap) -> sql.Composable:
     return sql.SQL("s.malformed IS NULL AND NOT ({})").format(sql.SQL(" OR ").join(broken))
 
 
-def create_rejects() -> sql.Composable:
+def create_rejects() -> Statement:
     return sql.SQL(
         "CREATE TEMP TABLE {} (ordinal bigint, line integer, position integer, column_name text, "
         "value text, reason text NOT NULL) ON COMMIT DROP"
     ).format(REJECTS)
 
 
-def insert_rule_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:
+def insert_rule_rejects(entity: Entity, header: HeaderMap) -> Statement:
     """Rejections of malformed records and of broken rules, one per (row, column)."""
     per_column = sql.SQL(", ").join(
         sql.SQL("({}, {}, {}, {})").format(
@@ -182,9 +185,7 @@ def unique_key(entity: Entity, header: HeaderMap) -> sql.Composable:
     return _typed(header, entity.unique_column)
 
 
-def insert_rows(
-    entity: Entity, header: HeaderMap, leaf: sql.Identifier, dedupe: bool
-) -> sql.Composable:
+def insert_rows(entity: Entity, header: HeaderMap, leaf: sql.Identifier, dedupe: bool) -> Statement:
     """INSERT ... SELECT of the good staged rows into the load's leaf table.
 
     The leaf's defaults supply load_id, client_id and business_date. With `dedupe` only the
@@ -213,26 +214,26 @@ def insert_rows(
     )
 
 
-def distinct_keys(entity: Entity, leaf: sql.Identifier) -> sql.Composable:
+def distinct_keys(entity: Entity, leaf: sql.Identifier) -> Statement:
     """How many distinct within-file keys the leaf's rows have (fewer than rows: duplicates).
 
     Text keys are counted by their 64-bit hash (sorting 8-byte values beats hashing or
     sorting the text); equal hashes of different keys only send the load to `has_duplicates`.
     """
-    column = sql.Identifier(entity.unique_column.name)
+    column: sql.Composable = sql.Identifier(entity.unique_column.name)
     if entity.unique_column.type != "integer":
         column = sql.SQL("hashtextextended({}, 0)").format(column)
     return sql.SQL("SELECT count(DISTINCT {}) FROM {}").format(column, leaf)
 
 
-def has_duplicates(entity: Entity, leaf: sql.Identifier) -> sql.Composable:
+def has_duplicates(entity: Entity, leaf: sql.Identifier) -> Statement:
     """True when two rows of the leaf share the within-file key (the exact check)."""
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM {} GROUP BY {} HAVING count(*) > 1)").format(
         leaf, sql.Identifier(entity.unique_column.name)
     )
 
 
-def insert_duplicate_rejects(entity: Entity, header: HeaderMap) -> sql.Composable:
+def insert_duplicate_rejects(entity: Entity, header: HeaderMap) -> Statement:
     """Every good row whose key an earlier good row already has: rejected as a duplicate."""
     column = entity.unique_column
     key = unique_key(entity, header)

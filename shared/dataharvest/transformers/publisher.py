@@ -230,7 +230,7 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
 
 
 def _send_all(
-    pool: ThreadPoolExecutor, send_batch: Callable[[list], None], batches: list[list]
+    pool: ThreadPoolExecutor, send_batch: Callable[[list[Any]], None], batches: list[list[Any]]
 ) -> None:
     """Send a chunk's batches concurrently; the first failure fails the chunk.
 
@@ -246,7 +246,9 @@ def _send_all(
         raise
 
 
-def _send_batch(sqs, queue_url: str, message: WorkMessage, attributes: dict, batch: list) -> None:
+def _send_batch(
+    sqs: Any, queue_url: str, message: WorkMessage, attributes: dict[str, Any], batch: list[Any]
+) -> None:
     entries = [
         {
             "Id": str(i),

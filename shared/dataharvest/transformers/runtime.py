@@ -104,6 +104,7 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
         with conn.transaction():
             rows = _run_in_transaction(conn, transformer, entry, message, started_at, started)
     except StaleWork:
+        assert conn is not None  # raised only from inside the transaction
         _record_run(conn, transformer, message, "stale", 0, started_at, started, None)
         logger.info("stale result discarded", extra={"key": message.idempotency_key})
         return RunResult("stale")
@@ -120,7 +121,14 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
     return RunResult("succeeded", rows)
 
 
-def _run_in_transaction(conn, transformer, entry, message, started_at, started) -> int | None:
+def _run_in_transaction(
+    conn: psycopg.Connection,
+    transformer: Transformer,
+    entry: registry.TransformerEntry,
+    message: WorkMessage,
+    started_at: datetime,
+    started: float,
+) -> int | None:
     day = business_date_of(message)
     db.advisory_xact_lock(
         conn, f"transformer:{message.client_id}:{message.business_date}:{transformer.name}"
@@ -169,7 +177,16 @@ def run_statements(
     return counts[0]
 
 
-def _record_run(conn, transformer, message, outcome, rows, started_at, started, error) -> None:
+def _record_run(
+    conn: psycopg.Connection,
+    transformer: Transformer,
+    message: WorkMessage,
+    outcome: str,
+    rows: int,
+    started_at: datetime,
+    started: float,
+    error: str | None,
+) -> None:
     conn.execute(
         """
         INSERT INTO audit.transformer_runs (client_id, business_date, transformer, action,
@@ -193,7 +210,14 @@ def _record_run(conn, transformer, message, outcome, rows, started_at, started, 
     )
 
 
-def _record_failure(conn, transformer, message, started_at, started, error) -> None:
+def _record_failure(
+    conn: psycopg.Connection | None,
+    transformer: Transformer,
+    message: WorkMessage,
+    started_at: datetime,
+    started: float,
+    error: BaseException,
+) -> None:
     text = f"{type(error).__name__}: {error}"
     if conn is not None and not conn.broken:
         _record_run(conn, transformer, message, "failed", 0, started_at, started, text)
@@ -262,7 +286,7 @@ def _publish_flag(
         )
 
 
-def make_handler(transformer: Transformer) -> Callable[[dict, Any], dict]:
+def make_handler(transformer: Transformer) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The Lambda handler of a transformer service: its SQS work queue, partial batch
     responses, one `run` per work message."""
     from aws_lambda_powertools.utilities.batch import (
@@ -296,8 +320,8 @@ def make_handler(transformer: Transformer) -> Callable[[dict, Any], dict]:
     @logger.inject_lambda_context(correlation_id_path="Records[0].messageId")
     @tracer.capture_lambda_handler
     @metrics.log_metrics
-    def handler(event: dict, context: Any) -> dict:
-        return process_partial_response(
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return process_partial_response(  # type: ignore[return-value]  # a TypedDict
             event=event,
             record_handler=guarded(record_handler),
             processor=processor,
