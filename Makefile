@@ -12,10 +12,10 @@ CLIENTS := $(notdir $(wildcard examples/*))
 help: ## list the tasks
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt shared/pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt shared/pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt -e shared
+	$(BIN)/pip install --quiet -r requirements-dev.txt -e shared -e tools
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install Python (and npm) dependencies

@@ -106,7 +106,7 @@ def end_to_end(n: int) -> None:
     import boto3
 
     from dataharvest import config, metastore, registry
-    from dataharvest.local.stack import LocalStack
+    from dataharvest_local.stack import LocalStack
 
     home = Path(tempfile.mkdtemp(prefix="bench-catapult-"))
     stack = LocalStack(home, service_files=[REPO / "services/catapult/serverless.yml"])

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_persistence import DATA, bare_copy, generate, with_lower_case_keywords
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "dataharvest.cli"]
+CLI = [sys.executable, "-m", "dataharvest_local.cli"]
 BARE_TABLE = """
 CREATE SCHEMA IF NOT EXISTS bench;
 DROP TABLE IF EXISTS bench.copy_plain;
@@ -94,7 +94,7 @@ def loader_peak_rss_mb() -> list[float]:
         except OSError:
             continue
         # This repository's persistence workers only (other checkouts may run stacks too).
-        if b"dataharvest.local.worker" in command and cwd == REPO / "services" / "persistence":
+        if b"dataharvest_local.worker" in command and cwd == REPO / "services" / "persistence":
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)

@@ -58,8 +58,8 @@ def main() -> None:
 
     import boto3
 
-    from dataharvest.local.stack import LocalStack
     from dataharvest.persistence.settings import set_inflation_limits
+    from dataharvest_local.stack import LocalStack
 
     started = time.perf_counter()
     path = generate(args.inflate_gib)

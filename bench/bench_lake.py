@@ -33,7 +33,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_persistence import DATA, generate
 
-CLI = [sys.executable, "-m", "dataharvest.cli"]
+CLI = [sys.executable, "-m", "dataharvest_local.cli"]
 HOME = DATA / "lake"
 DAY = date(2024, 1, 2)
 QUERY = (
@@ -57,7 +57,7 @@ def cli(*args: str, quiet: bool = True) -> tuple[float, str]:
 
 
 def stack_environment() -> dict[str, str]:
-    from dataharvest.local.stack import StackInfo
+    from dataharvest_local.stack import StackInfo
 
     info = StackInfo(**json.loads((HOME / "stack.json").read_text()))
     return {**info.client_environment(), "DATAHARVEST_HOME": str(HOME)}
@@ -172,8 +172,8 @@ def query_part(clients: int, dates: int, rows_per_date: int) -> None:
         "GROUP BY", f"AND client_id LIKE 'q{stamp}-%' GROUP BY"
     )
     lake_runs = [cli("query", sql, "--format", "csv") for _ in range(3)]
-    from dataharvest.lake.query import run_query
     from dataharvest.lake.settings import load_lake_settings
+    from dataharvest_local.lake_query import run_query
 
     os.environ.update(stack_environment())
     in_process = []

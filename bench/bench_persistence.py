@@ -70,7 +70,7 @@ def child(bucket: str, key: str) -> None:
 
     from handler import handler
 
-    from dataharvest.local.worker import LambdaContext
+    from dataharvest_local.worker import LambdaContext
 
     body = {
         "Records": [
@@ -158,7 +158,7 @@ def pandas_load(url: str, path: Path) -> float:
     import pandas as pd
     from sqlalchemy import create_engine
 
-    from dataharvest.migrate import sqlalchemy_url
+    from dataharvest_local.migrate import sqlalchemy_url
 
     engine = create_engine(sqlalchemy_url(url))
     started = time.perf_counter()
@@ -184,7 +184,7 @@ def main() -> None:
 
     import boto3
 
-    from dataharvest.local.stack import LocalStack
+    from dataharvest_local.stack import LocalStack
 
     started = time.perf_counter()
     path = generate(args.rows)

@@ -54,7 +54,7 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="bench-startup-")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
     env["DATAHARVEST_HOME"] = home
-    cli = [sys.executable, "-m", "dataharvest.cli"]
+    cli = [sys.executable, "-m", "dataharvest_local.cli"]
     floor = timed([sys.executable, "-c", "import boto3, psycopg, moto.server"], env)
     print(f"import floor (boto3, psycopg, moto.server): {floor:.2f} s")
     for run in range(args.runs):

@@ -15,7 +15,7 @@ folder) and generates the four files of a drop (one portfolio in five shares an 
 2. The same on the full drop, every service: last upload -> last message on the result queue,
    with when each file was persisted, when each transformer was last done, and the
    publisher's compute and send times. The queue's message count must equal the messages
-   marked published. (moto's FIFO queue needs dataharvest.local.aws's patch for this: without
+   marked published. (moto's FIFO queue needs dataharvest_local.aws's patch for this: without
    it each send costs time proportional to the messages held.)
 3. Per transformer on the full drop, `--repeat` times each, alternating: the bare SQL it
    executes (DELETE of its previous output + its statements, in one transaction) and a run
@@ -438,7 +438,7 @@ def main() -> int:
         return 0
 
     from dataharvest import config, metastore
-    from dataharvest.local.stack import LocalStack
+    from dataharvest_local.stack import LocalStack
 
     home = Path(tempfile.mkdtemp(prefix="bench-transformers-"))
     started = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from dataharvest.migrate import sqlalchemy_url
+from dataharvest_local.migrate import sqlalchemy_url
 
 config = context.config
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dataharvest.local import slsconfig
-from dataharvest.local.stack import LocalStack, StackInfo
+from dataharvest_local import slsconfig
+from dataharvest_local.stack import LocalStack, StackInfo
 
 FIXTURE_SERVICES = Path(__file__).parent / "fixtures" / "services"
 ECHO = FIXTURE_SERVICES / "echo_transformer"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from deploy_stacks import Packaged
 
-from dataharvest.local import slsconfig
-from dataharvest.local.provision import ORDER, Provisioner, Stack
+from dataharvest_local import slsconfig
+from dataharvest_local.provision import ORDER, Provisioner, Stack
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration, pytest.mark.timeout(1800)]
 

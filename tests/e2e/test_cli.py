@@ -36,7 +36,7 @@ def cli(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedPro
     }
     env["DATAHARVEST_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "dataharvest.cli", *args],
+        [sys.executable, "-m", "dataharvest_local.cli", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

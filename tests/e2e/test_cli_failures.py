@@ -85,7 +85,7 @@ def _worker_pids(stack_pid: int, service: str, handler: str) -> list[int]:
     for line in listing.splitlines():
         pid, *args = line.split()
         if (
-            "dataharvest.local.worker" in args
+            "dataharvest_local.worker" in args
             and args[-2].endswith(f"/services/{service}")
             and args[-1] == handler
         ):
@@ -103,7 +103,15 @@ def test_a_worker_killed_mid_invocation_is_retried_after_a_few_seconds(home):
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AWS_ENDPOINT_URL")}
         env["DATAHARVEST_HOME"] = str(home)
         run = subprocess.Popen(
-            [sys.executable, "-m", "dataharvest.cli", "run", str(ACCOUNTS), "--client", client],
+            [
+                sys.executable,
+                "-m",
+                "dataharvest_local.cli",
+                "run",
+                str(ACCOUNTS),
+                "--client",
+                client,
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -24,10 +24,10 @@ import pytest
 from persistence_support import accounts_file, bucket, key, loads, put_quiet, raw_rows
 
 from dataharvest import metastore, registry
-from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
-from dataharvest.local.worker import LambdaContext
 from dataharvest.transformers.runtime import Transformer, make_handler
 from dataharvest.work import WorkMessage
+from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
+from dataharvest_local.worker import LambdaContext
 
 pytestmark = pytest.mark.integration
 

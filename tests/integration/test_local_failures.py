@@ -15,9 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dataharvest.local import slsconfig
-from dataharvest.local.mappings import CRASH_RETRY_S
-from dataharvest.local.runner import Runner
+from dataharvest_local import slsconfig
+from dataharvest_local.mappings import CRASH_RETRY_S
+from dataharvest_local.runner import Runner
 
 pytestmark = pytest.mark.integration
 

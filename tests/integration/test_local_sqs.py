@@ -1,4 +1,4 @@
-"""The local endpoint's SQS queues after dataharvest.local.aws's patch: AWS semantics kept
+"""The local endpoint's SQS queues after dataharvest_local.aws's patch: AWS semantics kept
 (FIFO deduplication, message counts, CreateQueue idempotence) while a send no longer costs
 time proportional to the messages a queue holds."""
 

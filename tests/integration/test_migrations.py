@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from dataharvest import migrate
+from dataharvest_local import migrate
 
 pytestmark = pytest.mark.integration
 

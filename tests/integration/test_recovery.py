@@ -15,8 +15,8 @@ import pytest
 from choreography_support import DAY, FLAGS, flags, outputs, upload_drop
 from outage import database_outage
 
-from dataharvest import cli, metastore, registry
-from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
+from dataharvest_local import cli, metastore, registry
+from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 pytestmark = pytest.mark.integration
 
@@ -222,7 +222,7 @@ def test_the_scheduled_reconciler_dispatches_work_no_stream_record_asked_for(
     import importlib.util
     import time
 
-    from dataharvest.local.worker import LambdaContext
+    from dataharvest_local.worker import LambdaContext
 
     db.execute("CREATE SCHEMA IF NOT EXISTS tests")
     db.execute(

@@ -1,5 +1,5 @@
 """A real S3 delete on the versioned landing bucket reaches persistence as ObjectRemoved
-(moto needs dataharvest.local.aws's patch for that) and retracts the input."""
+(moto needs dataharvest_local.aws's patch for that) and retracts the input."""
 
 from __future__ import annotations
 

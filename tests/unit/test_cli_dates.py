@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dataharvest.cli import _yyyymmdd
+from dataharvest_local.cli import _yyyymmdd
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from dataharvest.cli import describe_failure
-from dataharvest.local.worker import RecordErrors, record_errors
+from dataharvest_local.cli import describe_failure
+from dataharvest_local.worker import RecordErrors, record_errors
 
 
 def test_record_errors_follow_the_partial_batch_response() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dataharvest.local import slsconfig
+from dataharvest_local import slsconfig
 
 
 def _write(path: Path, text: str) -> Path:

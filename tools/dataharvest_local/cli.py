@@ -34,8 +34,8 @@ def home() -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from dataharvest.local import client
-    from dataharvest.local.stack import LocalStack
+    from dataharvest_local import client
+    from dataharvest_local.stack import LocalStack
 
     if client.running_stack(home()):
         console.print(f"local stack already running ({client.state_file(home())})")
@@ -78,7 +78,7 @@ def _crash_retry_seconds() -> int | None:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     stopped = client.stop_stack(home())
     console.print("local stack stopped" if stopped else "no local stack was running")
@@ -123,7 +123,7 @@ class Stalled(Exception):
 
 
 def _wait_quiet(info, label: str) -> dict[str, Any]:
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     started = time.monotonic()
@@ -172,7 +172,7 @@ def _wait_quiet(info, label: str) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     import boto3
 
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     info = client.ensure_stack(home())
     files = collect_files(args.paths)
@@ -197,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     import boto3
 
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     info = client.ensure_stack(home())
     s3 = boto3.client("s3")
@@ -217,7 +217,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     client.ensure_stack(home())
     return print_status(args.client, args.date, args.json)
@@ -301,7 +301,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from dataharvest import db, exports
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     client.ensure_stack(home())
     day = datetime.strptime(_yyyymmdd(args.date), "%Y%m%d").date()
@@ -334,7 +334,7 @@ def print_outputs(client_id: str, as_json: bool) -> int:
 
 def cmd_transformers(args: argparse.Namespace) -> int:
     from dataharvest import catapult, registry
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     client.ensure_stack(home())
     if args.action == "list":
@@ -399,8 +399,8 @@ def _yyyymmdd(value: str) -> str:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from dataharvest import db
-    from dataharvest.local import client
     from dataharvest.persistence import settings
+    from dataharvest_local import client
 
     client.ensure_stack(home())
     with db.connect() as conn:
@@ -434,8 +434,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     from dataharvest import db
-    from dataharvest.local import client
     from dataharvest.persistence.retention import apply_retention
+    from dataharvest_local import client
 
     today = None
     if args.as_of:
@@ -472,7 +472,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     import boto3
 
     from dataharvest import dlq
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     client.ensure_stack(home())
     sqs = boto3.client("sqs")
@@ -517,7 +517,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from dataharvest import catapult
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     date_from = _yyyymmdd(args.date_from) if args.date_from else None
     date_to = _yyyymmdd(args.date_to) if args.date_to else None
@@ -545,9 +545,9 @@ LAKE_EXPORTER = "lake_exporter"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from dataharvest.lake import query
     from dataharvest.lake.settings import load_lake_settings
-    from dataharvest.local import client
+    from dataharvest_local import client
+    from dataharvest_local import lake_query as query
 
     client.ensure_stack(home())
     try:
@@ -574,7 +574,7 @@ def cmd_lake(args: argparse.Namespace) -> int:
     narrowed to a client and date range: every item of the range that the exporter's filter
     matches and whose current versions it has not exported gets an APPLY."""
     from dataharvest import catapult, metastore, registry
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     date_from, date_to = _yyyymmdd(args.date_from), _yyyymmdd(args.date_to)
     if date_from > date_to:

@@ -20,7 +20,7 @@ from typing import Any
 
 from dataharvest.dlq import describe
 from dataharvest.filters import matches
-from dataharvest.local.instances import Invocation, InvokeError, Worker
+from dataharvest_local.instances import Invocation, InvokeError, Worker
 
 # Empty sources are polled again after a wait that doubles from MIN to MAX.
 IDLE_BACKOFF_MIN_S = 0.02

@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID, ServerlessFile
+from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID, ServerlessFile
 
 CLOUD_ONLY = {
     "AWS::IAM::Role",

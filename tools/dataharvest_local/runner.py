@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dataharvest.local.instances import FunctionSpec, InvokeError, Worker
-from dataharvest.local.mappings import (
+from dataharvest_local.instances import FunctionSpec, InvokeError, Worker
+from dataharvest_local.mappings import (
     CRASH_RETRY_S,
     IDLE_BACKOFF_MAX_S,
     Activity,
@@ -19,8 +19,8 @@ from dataharvest.local.mappings import (
     SqsMapping,
     StreamMapping,
 )
-from dataharvest.local.provision import Provisioner, Stack
-from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
+from dataharvest_local.provision import Provisioner, Stack
+from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 
 class Runner:

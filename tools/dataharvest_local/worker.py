@@ -2,7 +2,7 @@
 service's handler once (cold start) and serves invocations one at a time, like a Lambda
 instance. The runner talks to it over a pipe; the handler's own output goes to stderr.
 
-Usage: python -m dataharvest.local.worker SERVICE_DIR MODULE.FUNCTION
+Usage: python -m dataharvest_local.worker SERVICE_DIR MODULE.FUNCTION
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 
-from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
+from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 # powertools' batch processor logs each record's exception at debug level, in the order of its
 # batchItemFailures; the runner reports them while `dataharvest run` waits (Lambda leaves them

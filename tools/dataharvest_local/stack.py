@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 
 from dataharvest.lake import catalog as lake_catalog
-from dataharvest.local import slsconfig
-from dataharvest.local.mappings import CRASH_RETRY_S
-from dataharvest.local.provision import Provisioner
-from dataharvest.local.runner import Runner
 from dataharvest.persistence import storage
+from dataharvest_local import slsconfig
+from dataharvest_local.mappings import CRASH_RETRY_S
+from dataharvest_local.provision import Provisioner
+from dataharvest_local.runner import Runner
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -135,7 +135,7 @@ class LocalStack:
         self.embedded_postgres = False
 
     def start(self) -> StackInfo:
-        from dataharvest import migrate
+        from dataharvest_local import migrate
 
         # moto's server logs every request; keep the stack log for what matters.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -148,7 +148,7 @@ class LocalStack:
         endpoint_url = os.environ.get("AWS_ENDPOINT_URL")
         fresh_aws = not endpoint_url
         if fresh_aws:
-            from dataharvest.local.aws import start_moto_server
+            from dataharvest_local.aws import start_moto_server
 
             port = free_port()
             self.moto_server = start_moto_server(port)

@@ -69,7 +69,7 @@ class Worker:
             [
                 sys.executable,
                 "-m",
-                "dataharvest.local.worker",
+                "dataharvest_local.worker",
                 str(self.spec.directory),
                 self.spec.handler,
             ],

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dataharvest.local.stack import StackInfo
+from dataharvest_local.stack import StackInfo
 
 READY_TIMEOUT_S = 120
 
@@ -55,7 +55,7 @@ def start_detached(home: Path) -> StackInfo:
     state_file(home).unlink(missing_ok=True)
     log = open(home / "logs" / "stack.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
-        [sys.executable, "-m", "dataharvest.cli", "up"],
+        [sys.executable, "-m", "dataharvest_local.cli", "up"],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

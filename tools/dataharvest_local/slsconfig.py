@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_ACCOUNT_ID = "123456789012"
 
 _VARIABLE = re.compile(r"\$\{([^{}]+)\}")
