@@ -177,3 +177,44 @@ def test_csv_exports_neutralise_formulas_in_text_never_in_numbers(home, tmp_path
     assert as_json == [
         {"client_reference": HOSTILE_LINK, "tax_free_allowance": "100.00", "taxes_paid": "1.25"}
     ]
+
+
+@pytest.mark.skipif(not EXAMPLES.exists(), reason="examples/ not present")
+def test_enable_and_register_backfill_what_is_due_and_skip_what_is_done(home):
+    """The CLI's register / enable path: the backfill sweep sends what the registry says is due
+    now, and a second sweep sends nothing for items already done."""
+    name = "sum_deposit_transformer"
+    client = "backfill-bank"  # a client of its own: no other test's items are involved
+
+    def items() -> list[dict]:
+        status = cli(home, "status", "--client", client, "--json")
+        assert status.returncode == 0, status.stderr
+        return json.loads(status.stdout)
+
+    disabled = cli(home, "transformers", "disable", name)
+    assert disabled.returncode == 0, disabled.stderr
+    try:
+        ran = cli(home, "run", str(EXAMPLES / example_clients()[0]), "--client", client, "--json")
+        assert ran.returncode == 0, ran.stderr
+        before = items()
+        assert len(before) == 2
+        # Everything upstream ran; the disabled transformer did not.
+        assert all(i["relationship_transformer_done"] is True for i in before)
+        assert not any(i.get(f"{name}_done") for i in before)
+    finally:
+        enabled = cli(home, "transformers", "enable", name)
+    assert enabled.returncode == 0, enabled.stderr
+    # At least this client's two dates were due (other tests' clients may be too).
+    applied = int(enabled.stderr.split("backfill: ")[1].split(" APPLY")[0])
+    assert applied >= 2, enabled.stderr
+    after = items()
+    assert all(i[f"{name}_done"] is True for i in after), after
+    assert all(name not in i["stuck"] for i in after)
+
+    again = cli(home, "transformers", "enable", name)
+    assert again.returncode == 0, again.stderr
+    assert "backfill: 0 APPLY and 0 RETRACT sent" in again.stderr
+    registered = cli(home, "transformers", "register", f"services/{name}")
+    assert registered.returncode == 0, registered.stderr
+    assert "backfill: 0 APPLY and 0 RETRACT sent" in registered.stderr
+    assert items() == after
