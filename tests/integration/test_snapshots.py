@@ -265,6 +265,7 @@ def test_duplicate_keys_and_bad_values_reject_the_export(client_id, db, wait_qui
         snapshot_key(client_id, "V3"), rows_file({**good, 4: ("x", "not a number", "2024-01-01")})
     )
     upload(snapshot_key(client_id, "V4"), "id,name\n1,a\n")
+    upload(snapshot_key(client_id, "V5"), rows_file(good) + ",no key,1,2024-01-01\n")
     wait_quiet()
     records = {e.export_version: e for e in exports(db, client_id)}
     assert records["V2"].status == "rejected"
@@ -276,6 +277,7 @@ def test_duplicate_keys_and_bad_values_reject_the_export(client_id, db, wait_qui
         records["V4"].status == "rejected"
         and "lacks column(s) balance, opened" in records["V4"].reason
     )
+    assert records["V5"].status == "rejected" and "empty key column (id)" in records["V5"].reason
     assert len(changes(db, client_id)) == 3  # the state stayed at V1
     wait_replica(db, client_id, good)
 

@@ -163,34 +163,36 @@ def _json_object(names: list[str], prefix: str) -> sql.Composable:
 
 
 def check_export(conn: psycopg.Connection, table: SnapshotTable) -> None:
-    """Every key column filled and every key once; ExportRejected otherwise."""
+    """Every key column filled and every key once; ExportRejected otherwise. One aggregate over
+    the stage: GROUP BY puts the rows with an empty key column in groups of their own."""
     keys = _columns(list(table.key_columns))
-    empty = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
-            _ident(STAGE),
-            sql.SQL(" OR ").join(
-                sql.SQL("{} IS NULL").format(_ident(k)) for k in table.key_columns
-            ),
-        )
-    ).fetchone()[0]
-    if empty:
-        raise ExportRejected(
-            f"{empty} row(s) have an empty key column ({', '.join(table.key_columns)})"
-        )
-    duplicates = conn.execute(
+    empty_key = sql.SQL(" OR ").join(
+        sql.SQL("{} IS NULL").format(_ident(k)) for k in table.key_columns
+    )
+    found = conn.execute(
         sql.SQL(
-            "SELECT count(*) OVER (), {keys}, count(*) FROM {stage} GROUP BY {keys} "
-            "HAVING count(*) > 1 LIMIT 3"
-        ).format(keys=keys, stage=_ident(STAGE))
+            "SELECT {empty} AS empty, {keys}, count(*) FROM {stage} GROUP BY {keys} "
+            "HAVING count(*) > 1 OR {empty} ORDER BY 1 DESC LIMIT 3"
+        ).format(keys=keys, stage=_ident(STAGE), empty=empty_key)
     ).fetchall()
-    if duplicates:
-        total = duplicates[0][0]
+    if found and found[0][0]:
+        empty = sum(row[-1] for row in found if row[0])
+        raise ExportRejected(
+            f"row(s) have an empty key column ({', '.join(table.key_columns)}), e.g. "
+            + "; ".join(
+                ", ".join(f"{k}={v}" for k, v in zip(table.key_columns, row[1:-1], strict=True))
+                for row in found
+                if row[0]
+            )
+            + f" ({empty} row(s))"
+        )
+    if found:
         examples = "; ".join(
             ", ".join(f"{k}={v}" for k, v in zip(table.key_columns, row[1:-1], strict=True))
             + f" ({row[-1]} rows)"
-            for row in duplicates
+            for row in found
         )
-        raise ExportRejected(f"{total} key(s) appear more than once, e.g. {examples}")
+        raise ExportRejected(f"keys appear more than once, e.g. {examples}")
 
 
 def compute_delta(conn: psycopg.Connection, table: SnapshotTable) -> None:
