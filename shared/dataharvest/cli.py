@@ -561,7 +561,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if not handled:
                 console.print(f"{queue.name}: empty")
             elif queue.on_failure:
-                console.print(f"{queue.name}: {handled} record(s); reconciler run, records deleted")
+                what = (
+                    "replicas re-applied from the change log"
+                    if queue.name == dlq.SNAPSHOT_APPLIER_FAILURES
+                    else "reconciler run"
+                )
+                console.print(f"{queue.name}: {handled} record(s); {what}, records deleted")
             else:
                 console.print(f"{queue.name}: moved {handled} message(s) back to their queue")
         if moved and not args.no_wait:

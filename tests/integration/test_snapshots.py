@@ -484,3 +484,40 @@ def test_snapshot_cli_bad_arguments_exit_2(argv, capsys) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_change_that_never_applies_goes_to_the_on_failure_queue_and_redrive_resyncs(
+    client_id, db, wait_quiet, capsys
+) -> None:
+    """The applier bisects down to the bad record, retries it, then records the batch in its
+    on-failure queue; `dlq redrive` re-applies the change logs from PostgreSQL."""
+    import boto3
+
+    from dataharvest import dlq
+
+    register(db, client_id)
+    rows = base_rows(3)
+    upload(snapshot_key(client_id, "V1"), rows_file(rows))
+    wait_quiet()
+    wait_replica(db, client_id, rows)
+    row = (1, "V1", "INSERT", {"id": "1"}, None, {"id": "1"})
+    bogus = publish.record(client_id, "not_registered", row)
+    boto3.client("kinesis").put_record(
+        StreamName=os.environ["SNAPSHOT_STREAM_NAME"],
+        Data=json.dumps(bogus).encode(),
+        PartitionKey=f"{client_id}/not_registered/1",
+    )
+    wait_quiet()
+    sqs = boto3.client("sqs")
+    stage = os.environ.get("DATAHARVEST_STAGE", "local")
+    (queue,) = dlq.select(dlq.queues(sqs, stage), dlq.SNAPSHOT_APPLIER_FAILURES, stage)
+    letters = dlq.list_dead_letters(sqs, queue)
+    assert any("1 snapshot change record(s)" in k for letter in letters for k in letter.keys)
+    # The replica lost a row (someone deleted it by hand): the redrive puts it back.
+    db.execute(
+        "DELETE FROM replica_store.snap_accounts WHERE client_id = %s AND id = 2", (client_id,)
+    )
+    assert cli.main(["dlq", "redrive", "--queue", dlq.SNAPSHOT_APPLIER_FAILURES, "--no-wait"]) == 0
+    assert "replicas re-applied from the change log" in capsys.readouterr().err
+    assert dlq.list_dead_letters(sqs, queue) == []
+    wait_replica(db, client_id, rows)

@@ -146,3 +146,44 @@ def _upsert(conn: psycopg.Connection, table: tables.SnapshotTable, group: list[C
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def resync(conn: psycopg.Connection, table: tables.SnapshotTable) -> int:
+    """Apply the table's whole change log for its client straight from PostgreSQL (the last
+    change of every key), with the same rule as the stream consumer: what the replica already
+    has at that sequence or later stays. What `dataharvest dlq redrive` does for the applier's
+    on-failure queue, whose records only point into the stream. Returns rows changed."""
+    names = table.column_names
+    value = sql.SQL("(CASE WHEN op = 'DELETE' THEN key ELSE new_values END ->> {name})::{type}")
+    typed = sql.SQL(", ").join(
+        value.format(name=sql.Literal(n), type=sql.SQL(table.pg_type(n))) for n in names
+    )
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in ("client_id", *table.key_columns))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{col} = EXCLUDED.{col}").format(col=sql.Identifier(c))
+        for c in [*names, "_sequence", "_deleted"]
+    )
+    with conn.transaction():
+        result = conn.execute(
+            sql.SQL(
+                "INSERT INTO replica_store.{table} AS r (client_id, {cols}, _sequence, _deleted) "
+                "SELECT client_id, {typed}, sequence, op = 'DELETE' FROM ("
+                " SELECT DISTINCT ON (key) * FROM snapshots.changes"
+                " WHERE client_id = %s AND table_name = %s ORDER BY key, sequence DESC) c "
+                "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+                "WHERE r._sequence < EXCLUDED._sequence"
+            ).format(
+                table=sql.Identifier(table.table),
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in names),
+                typed=typed,
+                keys=keys,
+                updates=updates,
+            ),
+            (table.client_id, table.table),
+        )
+    return result.rowcount
+
+
+def resync_all(conn: psycopg.Connection) -> int:
+    """`resync` for every registered snapshot table of every client."""
+    return sum(resync(conn, table) for table in tables.list_tables(conn))
