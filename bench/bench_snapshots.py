@@ -102,11 +102,30 @@ def child(bucket: str, key: str, publish: bool) -> None:
         if point == "before_put" and not publish:
             raise StopBeforePublish
 
+    from dataharvest import metastore
     from dataharvest.persistence.source import s3_client
+    from dataharvest.snapshots import delta
     from dataharvest.snapshots.publish import kinesis_client
 
     # A warm Lambda has its clients (created once per cold start): not part of the delta.
-    s3_client(), kinesis_client()
+    s3_client(), kinesis_client(), metastore.table()
+    # Where the delta's time goes: each step of delta.apply_delta timed.
+    steps: dict[str, float] = {}
+
+    def timed(name: str):
+        step = getattr(delta, name)
+
+        def run(*args, **kwargs):
+            begun = time.perf_counter()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                steps[name] = time.perf_counter() - begun
+
+        return run
+
+    for name in ("stage_export", "check_export", "compute_delta", "check_types", "write_delta"):
+        setattr(delta, name, timed(name))
     profile = None
     if os.environ.get("BENCH_PROFILE"):  # where the time goes, on stderr
         import cProfile
@@ -135,6 +154,7 @@ def child(bucket: str, key: str, publish: bool) -> None:
                 "total_s": ended - started,
                 "peak_rss_mb": peak_rss_mb(),
                 "status": record.status if record else "applied (not published)",
+                "steps": {k: round(v, 3) for k, v in steps.items()},
             }
         )
     )
@@ -230,6 +250,23 @@ def applied_changes(url: str, client_id: str, first_sequence: int) -> int:
         ).fetchone()[0]
 
 
+def mean_record_bytes(url: str, client_id: str, key: str) -> int:
+    """The mean size of the second export's published records (the bare loop sends as much)."""
+    from dataharvest.snapshots.publish import record
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        version = conn.execute(
+            "SELECT export_version FROM snapshots.exports WHERE source_key = %s", (key,)
+        ).fetchone()[0]
+        rows = conn.execute(
+            "SELECT sequence, export_version, op, key, old_values, new_values "
+            "FROM snapshots.changes WHERE client_id = %s AND export_version = %s",
+            (client_id, version),
+        ).fetchall()
+    sizes = [len(json.dumps(record(client_id, TABLE, r), separators=(",", ":"))) for r in rows]
+    return sum(sizes) // len(sizes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -294,7 +331,7 @@ def main() -> None:
         replica_s = time.perf_counter() - published_at
         mismatches = replica_mismatches(info.database_url, client_id)
         copy_again_s = bare_copy(info.database_url, second)
-        size = 300  # about the size of one published change of these rows
+        size = mean_record_bytes(info.database_url, client_id, keys[1])
         run = subprocess.run(
             [sys.executable, __file__, "--put-records", stream, str(changes), str(size)],
             capture_output=True,
@@ -322,6 +359,7 @@ def main() -> None:
         f"({mismatches} mismatching rows)"
     )
     print(f"peak RSS of the applying process: {two['peak_rss_mb']:.0f} MB")
+    print(f"delta steps (s): {json.dumps(two['steps'])}; records of {size} bytes")
     if mismatches:
         raise SystemExit("the replica differs from the export")
 
