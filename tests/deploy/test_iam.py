@@ -157,9 +157,10 @@ def _is_kinesis(packaged: dict[str, Packaged], stack: Packaged, source: Any) -> 
     """Whether an event source ARN (GetAtt, or ImportValue of another stack's output) is a
     Kinesis data stream (the snapshot change stream) rather than a DynamoDB stream."""
     if isinstance(source, dict) and "Fn::ImportValue" in source:
+        name = source["Fn::ImportValue"]
         for other in packaged.values():
             for output in other.template.get("Outputs", {}).values():
-                if output.get("Export", {}).get("Name") == source["Fn::ImportValue"]:
+                if output.get("Export", {}).get("Name") == name:
                     stack, source = other, output["Value"]
     logical = source.get("Fn::GetAtt", [None])[0] if isinstance(source, dict) else None
     return stack.resources.get(logical, {}).get("Type") == "AWS::Kinesis::Stream"

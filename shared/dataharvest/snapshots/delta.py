@@ -22,6 +22,10 @@ from dataharvest.snapshots.tables import SnapshotTable
 
 STAGE = "_snapshot_stage"
 DELTA = "_snapshot_delta"
+# The delta's hash aggregate (duplicate keys) and hash join (stage vs state) hold a whole export
+# (about 200 bytes a row with old and new values): with the default 4 MB they spill to disk in
+# many batches. Per transaction only (SET LOCAL); hash nodes get hash_mem_multiplier (2) times it.
+WORK_MEM = "256MB"
 # jsonb_build_object takes at most 100 arguments: build wider objects in pieces.
 JSON_PAIRS_PER_CALL = 50
 
@@ -325,6 +329,7 @@ def apply_delta(
 ) -> DeltaStats:
     """Stage, check, compare and write, inside the caller's transaction. Raises ExportRejected
     (the caller rolls back) when the export cannot be applied."""
+    conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(WORK_MEM)))
     rows = stage_export(conn, table, chunks)
     check_export(conn, table)
     compute_delta(conn, table)
