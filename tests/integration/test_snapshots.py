@@ -224,6 +224,10 @@ def test_first_second_and_identical_exports_reach_the_replica(
     day = next(i for i in status if i["sort_key"] == "20240103")
     assert day["snap_accounts_snapshot_version"] == "20240103_V0002"
     assert day["snap_accounts_snapshot_unchanged"] == 21
+    assert cli.main(["status", "--client", client_id]) == 0
+    table_view = capsys.readouterr().out
+    assert "snap_accounts 20240102_V0001: +20 ~0 -0 =0" in table_view
+    assert "snap_accounts 20240103_V0002: +0 ~0 -0 =21" in table_view
 
 
 def test_older_export_is_recorded_and_skipped(client_id, db, wait_quiet) -> None:
