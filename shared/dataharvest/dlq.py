@@ -137,6 +137,12 @@ def describe(body: str) -> list[str]:
             f"{info['batchSize']} stream record(s) {info['startSequenceNumber']}.."
             f"{info['endSequenceNumber']} ({event['requestContext'].get('condition', '')})"
         ]
+    if "KinesisBatchInfo" in event:  # the snapshot applier's (issue 15)
+        info = event["KinesisBatchInfo"]
+        return [
+            f"{info['batchSize']} snapshot change record(s) of {info['shardId']} "
+            f"({event['requestContext'].get('condition', '')})"
+        ]
     if "requestContext" in event:  # an asynchronous invocation's on-failure record
         return [f"invocation {event['requestContext'].get('condition', 'failed')}"]
     return object_keys(event)
@@ -184,6 +190,19 @@ def _delete(sqs: BaseClient, url: str, batch: list[dict[str, Any]]) -> None:
     )
 
 
+# The snapshot applier's on-failure queue (issue 15): its records point into the change
+# stream; redriving it re-applies every change log to the replicas from PostgreSQL instead.
+SNAPSHOT_APPLIER_FAILURES = "snapshot-applier-failures"
+
+
+def _resync_replicas() -> None:
+    from dataharvest import db
+    from dataharvest.snapshots.apply import resync_all
+
+    with db.connect() as conn:
+        resync_all(conn)
+
+
 def redrive(sqs: BaseClient, queue: DeadLetterQueue) -> int:
     """Bring the queue's dead letters back; returns how many were handled.
 
@@ -205,7 +224,10 @@ def redrive(sqs: BaseClient, queue: DeadLetterQueue) -> int:
         _delete(sqs, queue.url, batch)
         handled += len(batch)
     if taken:
-        reconcile()
+        if queue.name == SNAPSHOT_APPLIER_FAILURES:
+            _resync_replicas()
+        else:
+            reconcile()
         for start in range(0, len(taken), 10):
             _delete(sqs, queue.url, taken[start : start + 10])
         handled += len(taken)

@@ -153,6 +153,19 @@ def _grants(role: dict[str, Any], action: str, resource: Any) -> bool:
     return any(action in actions and resource in resources for actions, resources in _allowed(role))
 
 
+def _is_kinesis(packaged: dict[str, Packaged], stack: Packaged, source: Any) -> bool:
+    """Whether an event source ARN (GetAtt, or ImportValue of another stack's output) is a
+    Kinesis data stream (the snapshot change stream) rather than a DynamoDB stream."""
+    if isinstance(source, dict) and "Fn::ImportValue" in source:
+        name = source["Fn::ImportValue"]
+        for other in packaged.values():
+            for output in other.template.get("Outputs", {}).values():
+                if output.get("Export", {}).get("Name") == name:
+                    stack, source = other, output["Value"]
+    logical = source.get("Fn::GetAtt", [None])[0] if isinstance(source, dict) else None
+    return stack.resources.get(logical, {}).get("Type") == "AWS::Kinesis::Stream"
+
+
 def test_function_roles_grant_what_their_event_sources_and_tracing_need(
     packaged: dict[str, Packaged],
 ) -> None:
@@ -167,7 +180,8 @@ def test_function_roles_grant_what_their_event_sources_and_tracing_need(
             role = stack.resources[role_of[props["FunctionName"]["Fn::GetAtt"][0]]]
             source = props["EventSourceArn"]
             if "StartingPosition" in props:
-                needs = [("dynamodb:GetRecords", source)]
+                reads = "kinesis" if _is_kinesis(packaged, stack, source) else "dynamodb"
+                needs = [(f"{reads}:GetRecords", source)]
                 destination = props.get("DestinationConfig", {}).get("OnFailure", {})
                 if destination:
                     needs.append(("sqs:SendMessage", destination["Destination"]))

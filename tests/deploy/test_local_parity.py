@@ -70,6 +70,15 @@ def _check(provisioner: Provisioner, local: Stack, logical: str, resource: dict)
         if table["KeySchema"] != props["KeySchema"]:
             problems.append(f"{logical}: key schema {table['KeySchema']}/{props['KeySchema']}")
         return problems
+    if kind == "AWS::Kinesis::Stream":  # the snapshot change stream (issue 15)
+        summary = provisioner.client("kinesis").describe_stream_summary(StreamName=props["Name"])
+        summary = summary["StreamDescriptionSummary"]
+        want_mode = props.get("StreamModeDetails", {}).get("StreamMode", "PROVISIONED")
+        got_mode = summary.get("StreamModeDetails", {}).get("StreamMode")
+        problems = [] if want_mode == got_mode else [f"{logical}: mode {got_mode}/{want_mode}"]
+        if props.get("StreamEncryption") and summary.get("EncryptionType") != "KMS":
+            problems.append(f"{logical}: not encrypted locally")
+        return problems
     if kind == "AWS::SNS::Topic":
         arn = local.resources[logical].attributes["TopicArn"]
         return [] if arn.endswith(":" + props["TopicName"]) else [f"{logical}: topic {arn}"]

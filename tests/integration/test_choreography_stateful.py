@@ -28,7 +28,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from dataharvest import cli
+from dataharvest_local import cli
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from choreography_support import (
 )
 from drops import delete_upload
 
-from dataharvest import cli
+from dataharvest_local import cli
 
 pytestmark = pytest.mark.integration
 

@@ -14,13 +14,14 @@ import pytest
 from drops import delete_upload
 from pyiceberg.expressions import And, EqualTo
 
+from dataharvest import metastore
 from dataharvest.lake import catalog as lake_catalog
 from dataharvest.lake.export import export_work
 from dataharvest.lake.settings import load_lake_settings
 from dataharvest.lake.tables import LAKE_TABLES
 from dataharvest.transformers import runtime
 from dataharvest.work import WorkMessage
-from dataharvest_local import cli, metastore
+from dataharvest_local import cli
 
 pytestmark = pytest.mark.integration
 

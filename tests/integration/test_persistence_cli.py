@@ -16,7 +16,7 @@ from persistence_support import (
     s3_event,
 )
 
-from dataharvest import cli
+from dataharvest_local import cli
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ import pytest
 from choreography_support import DAY, FLAGS, flags, outputs, upload_drop
 from outage import database_outage
 
-from dataharvest_local import cli, metastore, registry
+from dataharvest import metastore, registry
+from dataharvest_local import cli
 from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ from datetime import date
 import pytest
 from persistence_support import accounts_file, input_state, key, put, raw_rows
 
-from dataharvest import cli
 from dataharvest.persistence import storage
 from dataharvest.persistence.retention import apply_retention
 from dataharvest.persistence.settings import set_retention_days
+from dataharvest_local import cli
 
 pytestmark = pytest.mark.integration
 

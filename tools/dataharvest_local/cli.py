@@ -20,6 +20,8 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
+# `export snapshot-changes --client --table --version`: a snapshot export's change log.
+SNAPSHOT_CHANGES = "snapshot-changes"
 QUIET_TIMEOUT_S = 900
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
@@ -252,6 +254,11 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
         table.add_column(prefix)
     for flag in done_flags:
         table.add_column(flag.removesuffix("_done").removesuffix("_transformer"))
+    snapshot_versions = sorted(
+        {k for item in items for k in item if k.endswith("_snapshot_version")}
+    )
+    if snapshot_versions:
+        table.add_column("snapshots")
     table.add_column("stuck")
     for item in items:
         cells = [item["partition_key"], item["sort_key"]]
@@ -275,6 +282,8 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
                 if item.get(flag)
                 else ("[red]✘[/]" if item.get(flag.replace("_done", "_error")) else "-")
             )
+        if snapshot_versions:
+            cells.append(snapshot_cell(item, snapshot_versions))
         cells.append("[red]" + ", ".join(item["stuck"]) + "[/]" if item["stuck"] else "")
         table.add_row(*cells)
     out.print(table)
@@ -294,6 +303,20 @@ def print_status(client_id: str | None, business_date: str | None, as_json: bool
     return 0
 
 
+def snapshot_cell(item: dict[str, Any], version_keys: list[str]) -> str:
+    """`table v: +inserts ~updates -deletes =unchanged` per snapshot table on the item."""
+    parts = []
+    for key in version_keys:
+        if key in item:
+            p = key.removesuffix("_version")
+            parts.append(
+                f"{p.removesuffix('_snapshot')} {item[key]}: +{item.get(p + '_inserts', 0)} "
+                f"~{item.get(p + '_updates', 0)} -{item.get(p + '_deletes', 0)} "
+                f"={item.get(p + '_unchanged', 0)}"
+            )
+    return "; ".join(parts)
+
+
 # -- exports -------------------------------------------------------------------------------
 
 
@@ -303,6 +326,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dataharvest import db, exports
     from dataharvest_local import client
 
+    if args.table == SNAPSHOT_CHANGES:
+        return cmd_export_snapshot_changes(args)
+    if args.date is None:
+        raise usage_error(f"export {args.table}: --date is required")
+    if args.version is not None or args.snapshot_table is not None:
+        raise usage_error(f"export {args.table}: --table and --version are for {SNAPSHOT_CHANGES}")
     client.ensure_stack(home())
     day = datetime.strptime(_yyyymmdd(args.date), "%Y%m%d").date()
     with db.connect() as conn:
@@ -311,6 +340,48 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(exports.to_json(args.table, records))
     else:
         sys.stdout.write(exports.to_csv(args.table, records, raw=args.raw))
+    return 0
+
+
+def cmd_export_snapshot_changes(args: argparse.Namespace) -> int:
+    from dataharvest import db
+    from dataharvest.snapshots import exports as snapshot_exports
+    from dataharvest.snapshots import tables
+    from dataharvest_local import client
+
+    if args.snapshot_table is None or args.version is None:
+        raise usage_error(f"export {SNAPSHOT_CHANGES}: --table and --version are required")
+    if args.date is not None:
+        raise usage_error(f"export {SNAPSHOT_CHANGES}: no --date (the version names the export)")
+    client.ensure_stack(home())
+    with db.connect() as conn:
+        table = tables.get(conn, args.client, args.snapshot_table)
+        if table is None:
+            print(
+                f"dataharvest export: no snapshot table {args.snapshot_table!r} for client "
+                f"{args.client}",
+                file=sys.stderr,
+            )
+            return 1
+        known = conn.execute(
+            "SELECT status, reason FROM snapshots.exports WHERE client_id = %s "
+            "AND table_name = %s AND export_version = %s ORDER BY export_id DESC LIMIT 1",
+            (args.client, args.snapshot_table, args.version),
+        ).fetchone()
+        if known is None:
+            print(
+                f"dataharvest export: no export {args.version} of {args.snapshot_table} "
+                f"received for {args.client}",
+                file=sys.stderr,
+            )
+            return 1
+        if known[0] != "applied":
+            console.print(f"export {args.version} was {known[0]}: {known[1]}")
+        records = snapshot_exports.change_rows(conn, table, args.version)
+    if args.format == "json":
+        print(snapshot_exports.to_json(records))
+    else:
+        sys.stdout.write(snapshot_exports.to_csv(table, records, raw=args.raw))
     return 0
 
 
@@ -490,7 +561,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if not handled:
                 console.print(f"{queue.name}: empty")
             elif queue.on_failure:
-                console.print(f"{queue.name}: {handled} record(s); reconciler run, records deleted")
+                what = (
+                    "replicas re-applied from the change log"
+                    if queue.name == dlq.SNAPSHOT_APPLIER_FAILURES
+                    else "reconciler run"
+                )
+                console.print(f"{queue.name}: {handled} record(s); {what}, records deleted")
             else:
                 console.print(f"{queue.name}: moved {handled} message(s) back to their queue")
         if moved and not args.no_wait:
@@ -536,6 +612,74 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         _wait_quiet(info, "reconcile")
     if args.json:
         print(json.dumps([d.message.__dict__ for d in decisions], indent=2, default=str))
+    return 0
+
+
+# -- snapshot tables -------------------------------------------------------------------------
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    from dataharvest import db
+    from dataharvest.persistence.routing import is_client_id
+    from dataharvest.snapshots import ingest, tables
+    from dataharvest_local import client
+
+    if args.client is not None and not is_client_id(args.client):
+        raise usage_error(f"{args.client!r} is not a client id")
+    if args.action == "register":
+        try:
+            definition = tables.parse_definition(
+                args.client,
+                args.table,
+                args.key,
+                args.columns,
+                delimiter=args.delimiter,
+                header=not args.no_header,
+            )
+        except tables.TableError as error:
+            raise usage_error(f"snapshots register: {error}") from None
+        client.ensure_stack(home())
+        with db.connect() as conn:
+            try:
+                created = tables.register(conn, definition)
+            except tables.TableError as error:
+                print(f"dataharvest snapshots register: {error}", file=sys.stderr)
+                return 1
+        console.print(
+            f"{args.client}: snapshot table {args.table} "
+            + ("registered" if created else "was registered already (unchanged)")
+        )
+        return 0
+    client.ensure_stack(home())
+    with db.connect() as conn:
+        listed = []
+        for table in tables.list_tables(conn, args.client):
+            exports = ingest.exports_of(conn, table.client_id, table.table)
+            applied = [e for e in exports if e.status == "applied"]
+            listed.append(
+                {
+                    **table.as_dict(),
+                    "last_applied_version": applied[-1].export_version if applied else None,
+                    "exports": len(exports),
+                }
+            )
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    view = Table(title="snapshot tables")
+    for column in ("client", "table", "key", "columns", "delimiter", "header", "last applied"):
+        view.add_column(column)
+    for t in listed:
+        view.add_row(
+            t["client_id"],
+            t["table"],
+            ",".join(t["key"]),
+            ",".join(t["columns"]),
+            t["delimiter"],
+            "yes" if t["header"] else "no",
+            t["last_applied_version"] or "-",
+        )
+    out.print(view)
     return 0
 
 
@@ -634,10 +778,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="print an output of a client and date (csv or json)")
     export.add_argument(
-        "table", choices=EXPORT_TABLES, metavar="TABLE", help=", ".join(EXPORT_TABLES)
+        "table",
+        choices=(*EXPORT_TABLES, SNAPSHOT_CHANGES),
+        metavar="TABLE",
+        help=", ".join((*EXPORT_TABLES, SNAPSHOT_CHANGES)),
     )
     export.add_argument("--client", required=True)
-    export.add_argument("--date", required=True, help="YYYY-MM-DD or YYYYMMDD")
+    export.add_argument("--date", help="YYYY-MM-DD or YYYYMMDD (every TABLE but snapshot-changes)")
+    export.add_argument(
+        "--table", dest="snapshot_table", help="snapshot-changes: the snapshot table"
+    )
+    export.add_argument("--version", help="snapshot-changes: the export version")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
     export.add_argument(
         "--raw",
@@ -753,6 +904,23 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--client", metavar="ID")
     fill.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     lake.set_defaults(func=cmd_lake)
+
+    snapshots = sub.add_parser("snapshots", help="snapshot tables (full exports -> deltas)")
+    ssub = snapshots.add_subparsers(dest="action", required=True)
+    sreg = ssub.add_parser("register", help="register a snapshot table of a client")
+    sreg.add_argument("table")
+    sreg.add_argument("--client", required=True)
+    sreg.add_argument("--key", required=True, help="COL[,COL...]: the key (composite allowed)")
+    sreg.add_argument(
+        "--columns", required=True, help="COL[:TYPE],... in file order; TYPE default text"
+    )
+    sreg.add_argument("--delimiter", default=",", help="one character (default ',')")
+    sreg.add_argument("--no-header", action="store_true", help="files have no header row")
+    sreg.set_defaults(func=cmd_snapshots)
+    slist = ssub.add_parser("list", help="registered snapshot tables and their last export")
+    slist.add_argument("--client")
+    slist.add_argument("--json", action="store_true")
+    slist.set_defaults(func=cmd_snapshots)
     return parser
 
 

@@ -384,6 +384,11 @@ class StreamMapping(Mapping):
                 self._deliver(shard_id, wanted[start : start + self.batch_size])
         return busy
 
+    @staticmethod
+    def sequence_number(record: dict[str, Any]) -> str:
+        """The record's sequence number, its itemIdentifier in a partial batch response."""
+        return record["dynamodb"]["SequenceNumber"]
+
     def _passes_filters(self, record: dict[str, Any]) -> bool:
         # Lambda drops records that match none of the patterns before batching.
         if not self.filter_patterns:
@@ -392,7 +397,7 @@ class StreamMapping(Mapping):
 
     def _deliver(self, shard_id: str, batch: list[dict[str, Any]], attempt: int = 0) -> None:
         while batch:
-            sequence_numbers = [r["dynamodb"]["SequenceNumber"] for r in batch]
+            sequence_numbers = [self.sequence_number(r) for r in batch]
             try:
                 invocation = self.invoke({"Records": batch})
             except InvokeError as error:
@@ -423,7 +428,7 @@ class StreamMapping(Mapping):
                 return
             if attempt >= self.max_retry_attempts:
                 self._send_to_on_failure(shard_id, batch, attempt)
-                self.activity.delivered(self.name, [r["dynamodb"]["SequenceNumber"] for r in batch])
+                self.activity.delivered(self.name, [self.sequence_number(r) for r in batch])
                 return
             attempt += 1
 
@@ -446,8 +451,13 @@ class StreamMapping(Mapping):
     def _send_to_on_failure(self, shard_id: str, batch: list[dict[str, Any]], attempt: int) -> None:
         if not self.on_failure_queue_url:
             return  # AWS drops the batch when no destination is configured
+        body = self.failure_body(shard_id, batch, attempt)
+        self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(body))
+
+    def failure_body(self, shard_id: str, batch: list[dict[str, Any]], attempt: int) -> dict:
+        """What Lambda sends to the on-failure destination of a stream mapping."""
         arrival = [r["dynamodb"].get("ApproximateCreationDateTime") for r in batch]
-        body = {
+        return {
             "requestContext": {
                 "requestId": f"local-{time.time_ns()}",
                 "functionArn": self.function_arn,
@@ -471,4 +481,3 @@ class StreamMapping(Mapping):
                 "streamArn": self.stream_arn,
             },
         }
-        self.sqs.send_message(QueueUrl=self.on_failure_queue_url, MessageBody=json.dumps(body))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dataharvest_local.instances import FunctionSpec, InvokeError, Worker
+from dataharvest_local.kinesis import KinesisMapping
 from dataharvest_local.mappings import (
     CRASH_RETRY_S,
     IDLE_BACKOFF_MAX_S,
@@ -102,6 +103,18 @@ class Runner:
                             spec, self.log_dir, instance
                         )
                         self.mappings.append(self._sqs_mapping(extra, stack, event["sqs"], sqs))
+                elif "stream" in event and _is_kinesis(event["stream"]):
+                    self.mappings.append(
+                        self._stream_mapping(
+                            worker,
+                            stack,
+                            event["stream"],
+                            self.provisioner.client("kinesis"),
+                            sqs,
+                            function_arn,
+                            KinesisMapping,
+                        )
+                    )
                 elif "stream" in event:
                     self.mappings.append(
                         self._stream_mapping(
@@ -143,7 +156,14 @@ class Runner:
         )
 
     def _stream_mapping(
-        self, worker: Worker, stack: Stack, config: dict, streams, sqs, function_arn: str
+        self,
+        worker: Worker,
+        stack: Stack,
+        config: dict,
+        streams,
+        sqs,
+        function_arn: str,
+        kind: type[StreamMapping] = StreamMapping,
     ) -> StreamMapping:
         arn = self.provisioner.resolve(config["arn"], stack)
         on_failure = (config.get("destinations") or {}).get("onFailure")
@@ -152,7 +172,7 @@ class Runner:
         on_failure_url = (
             self._queue_url(self.provisioner.resolve(on_failure, stack)) if on_failure else None
         )
-        return StreamMapping(
+        return kind(
             worker,
             self.activity,
             self.stop_event,
@@ -243,3 +263,11 @@ class Runner:
                                 return "retrying"
             time.sleep(0.1)
         return "busy"
+
+
+def _is_kinesis(config: Any) -> bool:
+    """A `stream` event of a Kinesis data stream (`type: kinesis`), not a DynamoDB stream."""
+    if not isinstance(config, dict):
+        return False
+    arn = config.get("arn")
+    return config.get("type") == "kinesis" or (isinstance(arn, str) and ":kinesis:" in arn)

@@ -63,6 +63,12 @@ class StackInfo:
             **LOCAL_CREDENTIALS,
             # The lake exporter's bucket, where that service is part of the stack.
             **({"LAKE_BUCKET": self.exports[lake]} if (lake := self._lake_export()) else {}),
+            # The snapshot change stream (issue 15), where the root stack declares it.
+            **(
+                {"SNAPSHOT_STREAM_NAME": self.exports[stream]}
+                if (stream := f"dataharvest-{self.stage}-SnapshotStreamName") in self.exports
+                else {}
+            ),
         }
 
     def _lake_export(self) -> str | None:
@@ -163,7 +169,8 @@ class LocalStack:
                 tables = conn.execute(
                     "SELECT format('%I.%I', table_schema, table_name) "
                     "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-                    "AND table_schema IN ('raw', 'etl', 'audit')"
+                    "AND table_schema IN ('raw', 'etl', 'audit', 'snapshots', "
+                    "'snapshot_state', 'replica_store')"
                 ).fetchall()
                 if tables:
                     conn.execute("TRUNCATE " + ", ".join(t[0] for t in tables))

@@ -82,6 +82,11 @@ def load_upload(
     Data problems never raise (they are rejections); database, S3 and DynamoDB errors do, so
     the delivery is retried. `conn` defaults to the process's shared connection.
     """
+    from dataharvest.snapshots.routing import is_snapshot_key  # it imports persistence
+
+    if is_snapshot_key(key):
+        _load_snapshot(bucket, key, event_name, conn or shared_connection())
+        return None
     try:
         target = route(key)
     except UnroutableKey as error:
@@ -104,6 +109,18 @@ def load_upload(
     if record is not None:
         publish_input(target, record)
     return record
+
+
+def _load_snapshot(bucket: str, key: str, event_name: str, conn: psycopg.Connection) -> None:
+    """A full-table export under `{client}/snapshots/` (issue 15): its delta is applied and
+    published by dataharvest.snapshots; a malformed key or an unregistered table is unroutable."""
+    from dataharvest.snapshots import ingest
+    from dataharvest.snapshots.routing import route_snapshot
+
+    try:
+        ingest.handle_upload(bucket, key, route_snapshot(key), conn=conn)
+    except UnroutableKey as error:
+        _record_unroutable(conn, bucket, key, event_name, error)
 
 
 def _reconcile(
