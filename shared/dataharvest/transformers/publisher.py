@@ -84,6 +84,9 @@ WITH error_bodies AS (
                    END) AS body
     FROM audit.rejections r
     WHERE r.client_id = %(client_id)s AND r.business_date = %(business_date)s
+      -- A whole-file rejection reaches the partner as a notice (dataharvest.ops.notices),
+      -- sent when it happens rather than once the client summary exists.
+      AND r.line_number IS NOT NULL
     UNION
     SELECT jsonb_build_object(
                'client_reference', p.client_reference,
