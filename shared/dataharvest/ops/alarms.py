@@ -63,18 +63,24 @@ class Transition:
     notified: bool
 
 
-def breach(key: str, reason: str, **log_keys: Any) -> Transition | None:
+def breach(alarm_key: str, reason: str, /, **log_keys: Any) -> Transition | None:
     """The condition of metric alarm `key` holds now. In the cloud CloudWatch sees the metric
     and nothing happens here; locally the alarm is raised as CloudWatch would."""
-    logger.warning("alarm condition", extra={"alarm": key, "reason": reason, **log_keys})
+    logger.warning("alarm condition", extra={**log_keys, "alarm": alarm_key, "reason": reason})
     if not local():
         return None
-    return set_state(alarm_name(key), "ALARM", reason, datetime.now(UTC))
+    return set_state(alarm_name(alarm_key), "ALARM", reason, datetime.now(UTC), windowed=True)
 
 
-def set_state(name: str, state: str, reason: str, now: datetime) -> Transition:
+def set_state(
+    name: str, state: str, reason: str, now: datetime, *, windowed: bool = False
+) -> Transition:
     """Move alarm `name` to `state` the way CloudWatch does: a notification to its actions on a
-    transition into ALARM (and to its OK actions on one into OK), none while it stays."""
+    transition into ALARM (and to its OK actions on one into OK), none while it stays.
+
+    `windowed`: an alarm on a count of events (missing data is not breaching) goes back to OK
+    by itself once an evaluation window passes without one; a breach after that is a new
+    transition. Other alarms leave ALARM only when evaluated OK."""
     cloudwatch = boto3.client("cloudwatch")
     with db.connect() as conn, conn.transaction():
         db.advisory_xact_lock(conn, f"alarm/{name}")
@@ -88,7 +94,7 @@ def set_state(name: str, state: str, reason: str, now: datetime) -> Transition:
         still = (
             current == state
             and since is not None
-            and (state != "ALARM" or now - _aware(since) < window)
+            and (not windowed or now - _aware(since) < window)
         )
         if still:
             return Transition(name, state, False)

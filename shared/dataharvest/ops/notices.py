@@ -85,6 +85,14 @@ def record(conn: psycopg.Connection, notice: Notice) -> bool:
     return inserted.rowcount == 1
 
 
+def exists(conn: psycopg.Connection, client_id: str, cause: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM audit.partner_notices WHERE client_id = %s AND cause = %s",
+        (client_id, cause),
+    ).fetchone()
+    return row is not None
+
+
 def notify(conn: psycopg.Connection, notice: Notice) -> bool:
     """Record the notice (once per cause) and send what the client has unsent; True when the
     cause is new."""

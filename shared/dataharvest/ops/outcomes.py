@@ -80,12 +80,15 @@ def input_published(
             cause,
             f"{file_name(record.source_key)}: rejected whole: {record.reason}",
         )
-        if notices.notify(conn, notice):
+        # The alarm first: should raising it fail, the retry finds no notice and raises it
+        # again (a repeated breach within the alarm's window notifies nobody twice).
+        if not notices.exists(conn, client_id, cause):
             alarms.breach(
                 alarms.FILES_REJECTED,
                 f"{client_id}: {record.source_key} rejected whole: {record.reason}",
                 **log,
             )
+        notices.notify(conn, notice)
     if not written:
         return
     if record.status == "loaded":
