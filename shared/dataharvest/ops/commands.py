@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from dataharvest.ops import alarms, late, outcomes, stage
 
@@ -114,16 +115,15 @@ def print_outcomes(
     with db.connect() as conn:
         found = [outcomes.key_outcome(conn, key, version) for key, version in uploaded]
     cli = _cli()
-    table = Table(title="what became of each key")
-    for column in ("key", "outcome", "detail"):
-        table.add_column(column)
     colour = {"loaded": "green", "rejected": "red", "unroutable": "red", "retracted": "yellow"}
+    target = cli.console if as_json else cli.out
     for item in found:
-        style = colour.get(item.outcome)
-        table.add_row(
-            item.key, f"[{style}]{item.outcome}[/]" if style else item.outcome, item.detail
+        style = colour.get(item.outcome, "default")
+        # One line per key, never wrapped: it is read (and grepped) whole.
+        target.print(
+            Text.assemble((item.key, "bold"), ": ", (item.outcome, style), f": {item.detail}"),
+            soft_wrap=True,
         )
-    (cli.console if as_json else cli.out).print(table)
     return found
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import boto3
+from psycopg.conninfo import make_conninfo
 
 # The commands that run against a deployed stage; every other one is local-only.
 STAGE_COMMANDS = ("status", "uploads", "export", "transformers", "dlq", "config")
@@ -55,10 +55,14 @@ def database_url_from_secret(secret_id: str) -> str:
     except Exception as error:  # botocore's errors: reported, the command fails
         raise StageError(f"cannot read the database secret {secret_id}: {error}") from error
     value = json.loads(secret["SecretString"])
-    user, password = quote(value["username"], safe=""), quote(value["password"], safe="")
-    return (
-        f"postgresql://{user}:{password}@{value['host']}:{value.get('port', 5432)}/"
-        f"{value.get('dbname', 'dataharvest')}?sslmode={value.get('sslmode', 'require')}"
+    # A libpq connection string, not a URL: the host may be a socket directory.
+    return make_conninfo(
+        host=value["host"],
+        port=str(value.get("port", 5432)),
+        user=value["username"],
+        password=value["password"],
+        dbname=value.get("dbname", "dataharvest"),
+        sslmode=value.get("sslmode", "require"),
     )
 
 
