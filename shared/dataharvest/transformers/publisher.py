@@ -28,6 +28,7 @@ what was sent, so inputs that come back unchanged send nothing again.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -40,6 +41,7 @@ import psycopg
 from dataharvest import metastore, registry
 from dataharvest.catapult.converge import need
 from dataharvest.config import settings
+from dataharvest.ops import metrics
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
@@ -231,6 +233,15 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
                 _send_all(pool, partial(_send_batch, sqs, queue_url, message, attributes), batches)
                 sent = [dedup for _, _, dedup, _ in rows]
                 conn.execute(MARK_SENT, {"c": message.client_id, "d": day, "ids": sent})
+            for message_type, count in Counter(row[0] for row in rows).items():
+                metrics.emit(
+                    NAME,
+                    message_type,
+                    metrics.PUBLISHER_MESSAGES_SENT,
+                    count,
+                    client_id=message.client_id,
+                    business_date=message.business_date,
+                )
             if len(rows) < SEND_CHUNK:
                 return
 

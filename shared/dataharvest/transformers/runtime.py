@@ -24,6 +24,7 @@ from dataharvest import db, metastore, registry
 from dataharvest.catapult.decide import watched_versions
 from dataharvest.catapult.dispatch import item_as_record
 from dataharvest.observability import logger
+from dataharvest.ops import metrics
 from dataharvest.work import WorkMessage, output_version
 
 
@@ -120,6 +121,17 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
     _publish_flag(transformer, entry, message, started_at)
     if rows is None:
         return RunResult("duplicate")
+    log = {"client_id": message.client_id, "business_date": message.business_date}
+    seconds = time.monotonic() - started
+    metrics.emit(
+        "transformers",
+        transformer.name,
+        metrics.TRANSFORMER_RUN_SECONDS,
+        seconds,
+        metrics.Seconds,
+        **log,
+    )
+    metrics.emit("transformers", transformer.name, metrics.TRANSFORMER_ROWS_WRITTEN, rows, **log)
     return RunResult("succeeded", rows)
 
 
