@@ -52,6 +52,13 @@ def test_run_says_what_became_of_each_key(client_id, tmp_path, capsys, local_sta
     out = capsys.readouterr().out
     assert "rejected whole: the header lacks required column(s)" in out
 
+    # `remove` says what became of each key too.
+    argv = ["remove", "accounts_20240102.csv", "acounts_20240102.csv", "--client", client_id]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{client_id}/accounts_20240102.csv: retracted" in out
+    assert f"{client_id}/acounts_20240102.csv: unchanged: nothing was loaded from this key" in out
+
 
 def test_uploads_lists_the_load_history(client_id, capsys, wait_quiet) -> None:
     put(key(client_id, "accounts"), accounts_file(3))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -128,7 +128,7 @@ def upload_unroutable(
         alarms.breach(alarms.FILES_UNROUTABLE, f"{key}: {reason}", key=key, client_id=client_id)
     if client_id is None:
         return
-    business_date = _date_in_name(key) or datetime.now().date()
+    business_date = _date_in_name(key) or datetime.now(UTC).date()
     notices.notify(
         conn,
         notices.Notice(
