@@ -13,7 +13,8 @@ complete and correct; with the transactions file absent, rejected or deleted it 
 client messages and the error messages only.
 
 Messages: one `portfolio_message` per etl.portfolio_summary row, one `client_message` per
-etl.client_tax_summary row, one `error_message` per rejection and per data-quality issue.
+etl.client_tax_summary row, one `error_message` per row rejection and per data-quality issue
+(a whole-file rejection reaches the partner as a notice when it happens: dataharvest.ops.notices).
 Decimals are strings holding the exact NUMERIC value. MessageGroupId is the client id; the
 deduplication id is a digest of (type, client, date, key, content digest, revision), where the
 revision counts changes of that key's content (etl.partner_message_revisions). A run sends only
