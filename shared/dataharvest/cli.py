@@ -798,7 +798,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stderr:
+    """Whatever sys.stderr is at the time of the write (tests swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _logs_to_stderr() -> None:
+    """The library's structured log lines (powertools writes them to stdout, where Lambda
+    wants them) go to stderr in the CLI: stdout is the command's output (`--json`)."""
+    import logging
+
+    from dataharvest.observability import logger
+
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(_Stderr())  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
+    _logs_to_stderr()
     args = build_parser().parse_args(argv)
     if args.stage:
         ops_commands.check_stage_command(args)
