@@ -104,7 +104,7 @@ def load_upload(
     for load_id in staging:
         chunks.dispatch(conn, load_id)
     if record is not None:
-        publish_input(target, record)
+        publish_input(target, record, conn)
     metrics.emit(
         "persistence",
         target.entity,

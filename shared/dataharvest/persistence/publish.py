@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from botocore.exceptions import ClientError
 
 from dataharvest import metastore
@@ -35,15 +36,23 @@ def input_attributes(target: Route, record: LoadRecord) -> dict[str, Any]:
     }
 
 
-def publish_input(target: Route, record: LoadRecord) -> bool:
+def publish_input(
+    target: Route, record: LoadRecord, conn: psycopg.Connection | None = None
+) -> bool:
     """Make the item show this load, then its operational effects (metrics, partner notices,
-    alarms: dataharvest.ops.outcomes); True when the item was written."""
+    alarms: dataharvest.ops.outcomes, on the caller's connection `conn`, default the process's
+    shared one); True when the item was written."""
     from dataharvest.db import shared_connection
     from dataharvest.ops import outcomes
 
     written = _write_input(target, record)
     outcomes.input_published(
-        shared_connection(), target.client_id, target.entity, target.business_date, record, written
+        conn or shared_connection(),
+        target.client_id,
+        target.entity,
+        target.business_date,
+        record,
+        written,
     )
     return written
 
