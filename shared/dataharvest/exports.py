@@ -79,9 +79,13 @@ EXPORTS: dict[str, Export] = {
     ),
     "messages": Export(
         ("message_type", "message_group_id", "deduplication_id", "body"),
+        # The publisher's messages and the partner notices (dataharvest.ops.notices).
         f"""SELECT message_type, message_group_id, deduplication_id, body::text
             FROM etl.partner_messages WHERE {WHERE}
-            ORDER BY message_type, body::text""",
+            UNION ALL
+            SELECT message_type, client_id, deduplication_id, body::text
+            FROM audit.partner_notices WHERE {WHERE}
+            ORDER BY 1, 4""",
     ),
 }
 

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from dataharvest.config import load_settings
 from dataharvest.metastore import INPUT_PREFIX, plain
+from dataharvest_local import ops_commands, ops_stage
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
@@ -127,6 +128,13 @@ class Stalled(Exception):
 def _wait_quiet(info, label: str) -> dict[str, Any]:
     from dataharvest_local import client
 
+    if ops_stage.target():
+        console.print(
+            f"{label}: sent to stage {ops_stage.target()}; its functions run asynchronously "
+            "(`dataharvest --stage NAME status` shows how far they got)"
+        )
+        return {}
+
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     started = time.monotonic()
     reported: set[tuple[str, str, int]] = set()
@@ -176,15 +184,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from dataharvest_local import client
 
-    info = client.ensure_stack(home())
+    _check_client_id(args.client)
     files = collect_files(args.paths)
+    info = client.ensure_stack(home())
     if not files:
         raise SystemExit("dataharvest run: no files named {entity}_{YYYYMMDD}.csv[.gz] found")
     s3 = boto3.client("s3")
     bucket = os.environ["LANDING_BUCKET"]
+    uploaded: list[tuple[str, str | None]] = []
     for path in files:
-        s3.upload_file(str(path), bucket, f"{args.client}/{path.name}")
-        console.print(f"uploaded {path} -> s3://{bucket}/{args.client}/{path.name}")
+        key = f"{args.client}/{path.name}"
+        with path.open("rb") as body:
+            response = s3.put_object(Bucket=bucket, Key=key, Body=body)
+        uploaded.append((key, response.get("VersionId")))
+        console.print(f"uploaded {path} -> s3://{bucket}/{key}")
     try:
         _wait_quiet(info, f"{len(files)} file(s)")
     except Stalled:
@@ -193,7 +206,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_status(args.client, None, args.json)
         return 1
     print_status(args.client, None, args.json)
-    return print_outputs(args.client, args.json)
+    print_outputs(args.client, args.json)
+    ops_commands.print_outcomes(uploaded, args.json)
+    return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -201,6 +216,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     from dataharvest_local import client
 
+    _check_client_id(args.client)
     info = client.ensure_stack(home())
     s3 = boto3.client("s3")
     bucket = os.environ["LANDING_BUCKET"]
@@ -212,16 +228,24 @@ def cmd_remove(args: argparse.Namespace) -> int:
     except Stalled:
         print_status(args.client, None, args.json)
         return 1
-    return print_status(args.client, None, args.json)
+    print_status(args.client, None, args.json)
+    ops_commands.print_outcomes([(f"{args.client}/{n}", None) for n in args.names], args.json)
+    return 0
+
+
+def _check_client_id(client_id: str) -> None:
+    from dataharvest.persistence.routing import CLIENT_ID, is_client_id
+
+    if not is_client_id(client_id):
+        raise usage_error(f"--client {client_id!r} is not a client id (^{CLIENT_ID.pattern}$)")
 
 
 # -- status ----------------------------------------------------------------------------------
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dataharvest_local import client
 
-    client.ensure_stack(home())
+    ops_commands.ensure_stack()
     return print_status(args.client, args.date, args.json)
 
 
@@ -324,7 +348,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from dataharvest import db, exports
-    from dataharvest_local import client
 
     if args.table == SNAPSHOT_CHANGES:
         return cmd_export_snapshot_changes(args)
@@ -332,9 +355,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise usage_error(f"export {args.table}: --date is required")
     if args.version is not None or args.snapshot_table is not None:
         raise usage_error(f"export {args.table}: --table and --version are for {SNAPSHOT_CHANGES}")
-    client.ensure_stack(home())
     day = datetime.strptime(_yyyymmdd(args.date), "%Y%m%d").date()
+    ops_commands.ensure_stack()
     with db.connect() as conn:
+        ops_commands.require_client(conn, args.client)
         records = exports.rows(conn, args.table, args.client, day)
     if args.format == "json":
         print(exports.to_json(args.table, records))
@@ -407,7 +431,7 @@ def cmd_transformers(args: argparse.Namespace) -> int:
     from dataharvest import catapult, registry
     from dataharvest_local import client
 
-    client.ensure_stack(home())
+    ops_commands.ensure_stack()
     if args.action == "list":
         entries = registry.load_all()
         if args.json:
@@ -471,10 +495,11 @@ def _yyyymmdd(value: str) -> str:
 def cmd_config(args: argparse.Namespace) -> int:
     from dataharvest import db
     from dataharvest.persistence import settings
-    from dataharvest_local import client
 
-    client.ensure_stack(home())
+    ops_commands.ensure_stack()
     with db.connect() as conn:
+        if ops_commands.config_action(conn, args):
+            return 0
         try:
             if args.action == "set-alias":
                 settings.set_alias(conn, args.client, args.entity, args.alias, args.column)
@@ -545,7 +570,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from dataharvest import dlq
     from dataharvest_local import client
 
-    client.ensure_stack(home())
+    ops_commands.ensure_stack()
     sqs = boto3.client("sqs")
     stage = load_settings().stage
     try:
@@ -749,9 +774,23 @@ def cmd_lake(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage: one line on stderr and exit code 2 (docs/SPEC.md §5.3), not argparse's
+    usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise usage_error(f"{self.prog.removeprefix('dataharvest').strip() or 'usage'}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dataharvest", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="dataharvest", description=__doc__)
+    parser.add_argument(
+        "--stage",
+        metavar="NAME",
+        help="work on a deployed stage's resources (your AWS credentials and region) instead "
+        "of the local stack: status, uploads, export, transformers, dlq, config",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     up = sub.add_parser("up", help="start the local stack (foreground unless --detach)")
     up.add_argument("--detach", action="store_true")
@@ -850,6 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="inflated bytes per compressed byte, at least 1 (default 100)",
     )
+    ops_commands.add_config_parsers(csub)
     show = csub.add_parser("show", help="a client's settings as JSON")
     show.add_argument("--client", required=True)
     config.set_defaults(func=cmd_config)
@@ -921,11 +961,38 @@ def build_parser() -> argparse.ArgumentParser:
     slist.add_argument("--client")
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(func=cmd_snapshots)
+    ops_commands.add_parsers(sub)
     return parser
 
 
+class _Stderr:
+    """Whatever sys.stderr is at the time of the write (tests swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _logs_to_stderr() -> None:
+    """The library's structured log lines (powertools writes them to stdout, where Lambda
+    wants them) go to stderr in the CLI: stdout is the command's output (`--json`)."""
+    import logging
+
+    from dataharvest.observability import logger
+
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(_Stderr())  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
+    _logs_to_stderr()
     args = build_parser().parse_args(argv)
+    if args.stage:
+        ops_commands.check_stage_command(args)
+        ops_commands.use_stage(args.stage)
     try:
         return args.func(args)
     except Stalled:

@@ -24,7 +24,7 @@ CLOUD_ONLY = {
     "AWS::SQS::QueuePolicy",
     "AWS::S3::BucketPolicy",
     "AWS::SNS::TopicPolicy",
-    "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::Dashboard",
     "AWS::Logs::LogGroup",
     "AWS::SecretsManager::Secret",
     "AWS::SecretsManager::SecretTargetAttachment",
@@ -47,7 +47,31 @@ ORDER = [
     "AWS::DynamoDB::Table",
     "AWS::Kinesis::Stream",
     "AWS::S3::Bucket",
+    # Stored so the local stack can raise them itself (dataharvest.ops.alarms).
+    "AWS::CloudWatch::Alarm",
 ]
+# The properties of AWS::CloudWatch::Alarm that PutMetricAlarm takes under the same names.
+ALARM_PROPERTIES = (
+    "AlarmName",
+    "AlarmDescription",
+    "ActionsEnabled",
+    "OKActions",
+    "AlarmActions",
+    "InsufficientDataActions",
+    "MetricName",
+    "Namespace",
+    "Statistic",
+    "ExtendedStatistic",
+    "Dimensions",
+    "Period",
+    "Unit",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "Metrics",
+)
 
 
 @dataclass
@@ -180,6 +204,8 @@ class Provisioner:
             return self._bucket(logical, props)
         if kind == "AWS::Kinesis::Stream":
             return self._stream(logical, props)
+        if kind == "AWS::CloudWatch::Alarm":
+            return self._alarm(logical, props)
         raise ValueError(f"unsupported resource type {kind}")
 
     def _queue(self, logical: str, props: dict[str, Any]) -> LocalResource:
@@ -274,6 +300,21 @@ class Provisioner:
             )
         attrs = {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
         return LocalResource(logical, "AWS::S3::Bucket", attrs, name)
+
+    def _alarm(self, logical: str, props: dict[str, Any]) -> LocalResource:
+        args = {k: v for k, v in props.items() if k in ALARM_PROPERTIES}
+        for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if key in args:
+                args[key] = int(args[key])
+        if "Threshold" in args:
+            args["Threshold"] = float(args["Threshold"])
+        for query in args.get("Metrics", []):
+            if "MetricStat" in query:
+                query["MetricStat"]["Period"] = int(query["MetricStat"]["Period"])
+        self.client("cloudwatch").put_metric_alarm(**args)
+        name = args["AlarmName"]
+        arn = f"arn:aws:cloudwatch:{self.region}:{LOCAL_ACCOUNT_ID}:alarm:{name}"
+        return LocalResource(logical, "AWS::CloudWatch::Alarm", {"Arn": arn}, name)
 
 
 class _Placeholder(dict):

@@ -14,6 +14,7 @@ from dataharvest import metastore
 from dataharvest.catapult.decide import Decision, decide
 from dataharvest.due import matches_item, watched_versions
 from dataharvest.observability import logger
+from dataharvest.ops import metrics
 from dataharvest.registry import RegistryCache, TransformerEntry
 from dataharvest.work import WorkMessage
 
@@ -39,10 +40,20 @@ def dispatch_record(record: dict[str, Any], cache: RegistryCache) -> list[Decisi
         cache.refresh()  # a registration takes effect on the next metastore change
         return []
     decisions = decide(record, cache.index())
+    client_id = str(keys.get(metastore.PARTITION_KEY, ""))
+    metrics.emit("catapult", "metastore", metrics.CATAPULT_RECORDS_IN, 1, client_id=client_id)
     failed = []
     for decision in decisions:
         try:
             send(decision.entry, decision.message)
+            metrics.emit(
+                "catapult",
+                decision.entry.name,
+                metrics.CATAPULT_WORK_MESSAGES_OUT,
+                1,
+                client_id=client_id,
+                action=decision.message.action,
+            )
             logger.info(
                 "dispatched",
                 extra={

@@ -308,7 +308,7 @@ def stage_chunk(
         if row["staged_at"] is None:
             rejected = _stage(conn, row, fault)
     if rejected is not None:
-        publish_input(_route(row), rejected)
+        publish_input(_route(row), rejected, conn)
         return rejected
     return _commit_if_complete(conn, load_id, fault)
 
@@ -527,7 +527,7 @@ def commit_load(
         record = _finish(conn, target, load_id, leaves, total, loaded)
         if fault:
             fault("before_commit")
-    publish_input(target, record)
+    publish_input(target, record, conn)
     return record
 
 

@@ -16,6 +16,7 @@ The metastore is written after the commit, from the committed state (see publish
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,6 +29,7 @@ from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, DataErro
 from dataharvest.config import settings as env_settings
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
+from dataharvest.ops import metrics, outcomes
 from dataharvest.persistence import chunks, fastpath, source, storage, validate
 from dataharvest.persistence.exceptions import FileRejected, UnroutableKey, refused_by_database
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
@@ -93,6 +95,7 @@ def load_upload(
         _record_unroutable(conn or shared_connection(), bucket, key, event_name, error)
         return None
     conn = conn or shared_connection()
+    started = time.monotonic()
     storage.ensure_parents(conn, target.entity, target.business_date, target.client_id)
     staging: list[int] = []  # a large file's load, staged in chunks after this commit
     with conn.transaction():
@@ -107,7 +110,16 @@ def load_upload(
     for load_id in staging:
         chunks.dispatch(conn, load_id)
     if record is not None:
-        publish_input(target, record)
+        publish_input(target, record, conn)
+    metrics.emit(
+        "persistence",
+        target.entity,
+        metrics.LOAD_SECONDS,
+        time.monotonic() - started,
+        metrics.Seconds,
+        client_id=target.client_id,
+        key=key,
+    )
     return record
 
 
@@ -459,6 +471,8 @@ def _record_unroutable(
         recorded = record_unroutable(conn, key, obj.version, error.reason, client_id)
     if recorded:
         logger.warning("unroutable upload", extra={"key": key, "reason": error.reason})
+    # The metric, alarm and partner notice (idempotent: redeliveries add nothing).
+    outcomes.upload_unroutable(conn, client_id, key, error.reason, recorded)
 
 
 def _route_log(target: Route) -> dict[str, str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from dataharvest import metastore
 from dataharvest.observability import logger
 from dataharvest.persistence.records import LoadRecord
@@ -28,11 +30,33 @@ def input_attributes(target: Route, record: LoadRecord) -> dict[str, Any]:
         f"{prefix}_error": record.reason if record.status == "rejected" else None,
         f"{prefix}_ignored_columns": list(record.ignored_columns) or None,
         f"{prefix}_updated_at": record.finished_at.isoformat(),
+        # A load of a late input clears its late flag (dataharvest.ops.late).
+        f"{prefix}_late": None,
     }
 
 
-def publish_input(target: Route, record: LoadRecord) -> bool:
-    """Make the item show this load; True when the item was written."""
+def publish_input(
+    target: Route, record: LoadRecord, conn: psycopg.Connection | None = None
+) -> bool:
+    """Make the item show this load, then its operational effects (metrics, partner notices,
+    alarms: dataharvest.ops.outcomes, on the caller's connection `conn`, default the process's
+    shared one); True when the item was written."""
+    from dataharvest.db import shared_connection
+    from dataharvest.ops import outcomes
+
+    written = _write_input(target, record)
+    outcomes.input_published(
+        conn or shared_connection(),
+        target.client_id,
+        target.entity,
+        target.business_date,
+        record,
+        written,
+    )
+    return written
+
+
+def _write_input(target: Route, record: LoadRecord) -> bool:
     wanted = input_attributes(target, record)
     item = metastore.get_item(target.client_id, target.date_key)
     if all(item.get(name) == value for name, value in wanted.items()):

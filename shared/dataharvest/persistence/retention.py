@@ -79,7 +79,7 @@ def apply_retention(
                 f"before {today} (the client's retention)"
             )
             record = retract(conn, target, key=key, reason=reason)
-        publish_input(target, record)
+        publish_input(target, record, conn)
         logger.info("input expired", extra={"key": key, "load_id": record.load_id})
         expired.append(
             Expired(target.client_id, target.entity, target.business_date, record.load_id, days)

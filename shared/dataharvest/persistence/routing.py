@@ -65,7 +65,8 @@ def route(key: str) -> Route:
     entity = match["entity"]
     if entity not in ENTITIES:
         raise UnroutableKey(
-            key, f"unknown entity {entity!r}: expected one of {', '.join(ENTITIES)}"
+            key,
+            f"unknown entity {entity!r}: expected one of {', '.join(ENTITIES)} ({KEY_LAYOUT})",
         )
     raw_date = match["date"]
     try:

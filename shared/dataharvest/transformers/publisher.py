@@ -13,7 +13,8 @@ complete and correct; with the transactions file absent, rejected or deleted it 
 client messages and the error messages only.
 
 Messages: one `portfolio_message` per etl.portfolio_summary row, one `client_message` per
-etl.client_tax_summary row, one `error_message` per rejection and per data-quality issue.
+etl.client_tax_summary row, one `error_message` per row rejection and per data-quality issue
+(a whole-file rejection reaches the partner as a notice when it happens: dataharvest.ops.notices).
 Decimals are strings holding the exact NUMERIC value. MessageGroupId is the client id; the
 deduplication id is a digest of (type, client, date, key, content digest, revision), where the
 revision counts changes of that key's content (etl.partner_message_revisions). A run sends only
@@ -28,6 +29,7 @@ what was sent, so inputs that come back unchanged send nothing again.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -40,6 +42,7 @@ import psycopg
 from dataharvest import metastore, registry
 from dataharvest.config import settings
 from dataharvest.due import need, upstream
+from dataharvest.ops import metrics
 from dataharvest.transformers.runtime import (
     StaleWork,
     Transformer,
@@ -77,6 +80,9 @@ WITH error_bodies AS (
                    END) AS body
     FROM audit.rejections r
     WHERE r.client_id = %(client_id)s AND r.business_date = %(business_date)s
+      -- A whole-file rejection reaches the partner as a notice (dataharvest.ops.notices),
+      -- sent when it happens rather than once the client summary exists.
+      AND r.line_number IS NOT NULL
     UNION
     SELECT jsonb_build_object(
                'client_reference', p.client_reference,
@@ -225,6 +231,15 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
                 _send_all(pool, partial(_send_batch, sqs, queue_url, message, attributes), batches)
                 sent = [dedup for _, _, dedup, _ in rows]
                 conn.execute(MARK_SENT, {"c": message.client_id, "d": day, "ids": sent})
+            for message_type, count in Counter(row[0] for row in rows).items():
+                metrics.emit(
+                    NAME,
+                    message_type,
+                    metrics.PUBLISHER_MESSAGES_SENT,
+                    count,
+                    client_id=message.client_id,
+                    business_date=message.business_date,
+                )
             if len(rows) < SEND_CHUNK:
                 return
 

@@ -23,6 +23,7 @@ from boto3.dynamodb.conditions import Attr
 from dataharvest import db, metastore, registry
 from dataharvest.due import desired
 from dataharvest.observability import logger
+from dataharvest.ops import metrics
 from dataharvest.work import WorkMessage, output_version
 
 
@@ -118,6 +119,17 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
     _publish_flag(transformer, entry, message, started_at)
     if rows is None:
         return RunResult("duplicate")
+    log: dict[str, Any] = {"client_id": message.client_id, "business_date": message.business_date}
+    seconds = time.monotonic() - started
+    metrics.emit(
+        "transformers",
+        transformer.name,
+        metrics.TRANSFORMER_RUN_SECONDS,
+        seconds,
+        metrics.Seconds,
+        **log,
+    )
+    metrics.emit("transformers", transformer.name, metrics.TRANSFORMER_ROWS_WRITTEN, rows, **log)
     return RunResult("succeeded", rows)
 
 
