@@ -350,11 +350,11 @@ def settings_write(client_id: ClientId, request: SettingsRequest) -> Response[di
 
 
 @app.delete("/clients/<client_id>/settings", summary="drop a client's settings (defaults apply)")
-def settings_delete(client_id: ClientId) -> Response[dict[str, Any]]:
+def settings_delete(client_id: ClientId) -> dict[str, Any]:
     _note("settings.delete", client_id)
     if not settings_store.delete(db.shared_connection(), client_id):
         raise access.NotVisible(f"client {client_id!r} has no settings")
-    return Response(204, content_types.APPLICATION_JSON, "")
+    return {"client_id": client_id, "deleted": True}
 
 
 # -- admin ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from dataharvest.persistence.routing import is_upload_name
 
@@ -50,7 +51,9 @@ def presign(
         raise ValueError(f"max_bytes must be between 1 and {limit}")
     bucket = os.environ["LANDING_BUCKET"]
     key = f"{client_id}/{filename}"
-    post = boto3.client("s3").generate_presigned_post(
+    # SigV4 (x-amz-* fields, conditions on each): SigV2 is deprecated and off in newer regions.
+    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+    post = s3.generate_presigned_post(
         Bucket=bucket,
         Key=key,
         Conditions=policy_conditions(bucket, client_id, key, max_bytes),
