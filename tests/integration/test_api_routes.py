@@ -471,3 +471,10 @@ def test_admin_registers_a_transformer(api, home, db) -> None:
         ).fetchone()[0]
         == 3
     )
+
+
+def test_cli_url_prints_the_base_url(api, capsys) -> None:
+    from dataharvest import cli
+
+    assert cli.main(["url"]) == 0
+    assert capsys.readouterr().out == f"{api}\n"
