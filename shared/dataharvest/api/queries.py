@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -25,6 +25,7 @@ from dataharvest import metastore
 from dataharvest.api.auth import Principal
 
 CLIENT_SETTING = "dataharvest.client_id"
+Stuck = Callable[[dict[str, Any]], list[str]] | None
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -180,7 +181,7 @@ def status_page(
     date_to: str | None = None,
     limit: int = DEFAULT_LIMIT,
     cursor: str | None = None,
-    stuck=None,
+    stuck: Stuck = None,
 ) -> dict[str, Any]:
     """A client's metastore items by date (YYYYMMDD bounds), one DynamoDB Query per page."""
     after = decode_cursor("status", cursor)
@@ -197,7 +198,7 @@ def status_page(
 
 
 def all_status_page(
-    limit: int = DEFAULT_LIMIT, cursor: str | None = None, stuck=None
+    limit: int = DEFAULT_LIMIT, cursor: str | None = None, stuck: Stuck = None
 ) -> dict[str, Any]:
     """Every client's items (operators' grid), one DynamoDB Scan page per call."""
     after = decode_cursor("all-status", cursor)
@@ -217,7 +218,7 @@ def all_status_page(
     return _status_result(page, "all-status", stuck)
 
 
-def _status_result(page: dict[str, Any], kind: str, stuck) -> dict[str, Any]:
+def _status_result(page: dict[str, Any], kind: str, stuck: Stuck) -> dict[str, Any]:
     items = []
     for item in page["Items"]:
         plain = metastore.plain(item)
