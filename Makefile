@@ -20,6 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt shared/pyproject.toml tools/pypr
 
 install: $(STAMP) ## create .venv and install Python (and npm) dependencies
 	@if [ -x scripts/install-node-deps.sh ]; then scripts/install-node-deps.sh; fi
+	@scripts/install-chromium.sh
 
 demo: install ## run the choreography on the bundled example data and print the result
 	@for client in $(CLIENTS); do $(BIN)/dataharvest run examples/$$client --client $$client || exit 1; done

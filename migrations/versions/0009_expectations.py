@@ -10,7 +10,7 @@ Create Date: 2026-12-01
 from alembic import op
 
 revision = "0009_expectations"
-down_revision = "0007_snapshots"
+down_revision = "0008_api_calls"
 branch_labels = None
 depends_on = None
 

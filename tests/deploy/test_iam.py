@@ -23,6 +23,7 @@ RESOURCE_STAR_ONLY = {
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
     "cloudwatch:PutMetricData",  # powertools Metrics uses EMF (logs), listed for completeness
+    "sqs:ListQueues",  # the Data API's DLQ routes find the stage's queues by name prefix
 }
 POLICY_TYPES = {
     "AWS::IAM::Role": lambda p: [x["PolicyDocument"] for x in p.get("Policies", [])],

@@ -58,6 +58,14 @@ def home(tmp_path_factory):
     assert down.returncode == 0, down.stderr
 
 
+def test_up_and_url_print_the_api_base_url(home):
+    again = cli(home, "up", "--detach")
+    url = cli(home, "url")
+    assert url.returncode == 0, url.stderr
+    assert url.stdout == again.stdout and url.stdout.startswith("http://127.0.0.1:")
+    assert url.stdout.count("\n") == 1
+
+
 def example_clients() -> list[str]:
     return sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
 

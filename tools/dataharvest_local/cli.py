@@ -40,8 +40,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dataharvest_local import client
     from dataharvest_local.stack import LocalStack
 
-    if client.running_stack(home()):
+    if running := client.running_stack(home()):
         console.print(f"local stack already running ({client.state_file(home())})")
+        if running.api_url:
+            print(running.api_url)
         return 0
     # Checked here too: a detached stack would only say it exited.
     retry_delay_cap, crash_retry_s = _retry_delay_cap(), _crash_retry_seconds()
@@ -52,6 +54,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"local stack ready in {time.monotonic() - started:.1f} s "
             f"(AWS {info.endpoint_url}, control {info.control_url})"
         )
+        if info.api_url:
+            print(info.api_url)
         return 0
     stack = LocalStack(home(), retry_delay_cap=retry_delay_cap, crash_retry_s=crash_retry_s)
     info = stack.start()
@@ -59,6 +63,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"local stack ready in {stack.startup_seconds:.1f} s: AWS {info.endpoint_url}, "
         f"PostgreSQL {info.database_url}; Ctrl-C stops it"
     )
+    if info.api_url:
+        console.print(f"Data API and console: {info.api_url} (console: {info.api_url}/console/)")
+        print(info.api_url, flush=True)
     stack.serve_forever()
     return 0
 
@@ -771,6 +778,32 @@ def cmd_lake(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the Data API ----------------------------------------------------------------------------
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    from dataharvest.local import client
+
+    info = client.ensure_stack(home())
+    if not info.api_url:
+        print("dataharvest url: the local stack serves no API (services/api)", file=sys.stderr)
+        return 1
+    print(info.api_url)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from dataharvest.api import auth
+
+    try:
+        ttl = auth.parse_ttl(args.ttl)
+        token = auth.create_token(home(), args.role, args.client, ttl)
+    except ValueError as error:
+        raise usage_error(f"token create: {error}") from None
+    print(token)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -962,6 +995,15 @@ def build_parser() -> argparse.ArgumentParser:
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(func=cmd_snapshots)
     ops_commands.add_parsers(sub)
+    url = sub.add_parser("url", help="the local Data API's base URL")
+    url.set_defaults(func=cmd_url)
+    token = sub.add_parser("token", help="local bearer tokens for the Data API")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    create = token_sub.add_parser("create", help="print a signed token (alone) on stdout")
+    create.add_argument("--role", required=True, choices=("partner", "operator", "admin"))
+    create.add_argument("--client", metavar="ID", help="the partner's client id")
+    create.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
+    token.set_defaults(func=cmd_token)
     return parser
 
 

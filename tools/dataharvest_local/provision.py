@@ -39,6 +39,15 @@ CLOUD_ONLY = {
     # (`dataharvest query` reads the same tables in-process).
     "AWS::Glue::Database",
     "AWS::Athena::WorkGroup",
+    # The Data API's edge: sign-in, the console's CDN and its firewall. Locally the API is
+    # served by dataharvest.api.local_server and tokens are signed with a local key.
+    "AWS::Cognito::UserPool",
+    "AWS::Cognito::UserPoolClient",
+    "AWS::Cognito::UserPoolGroup",
+    "AWS::Cognito::UserPoolDomain",
+    "AWS::CloudFront::Distribution",
+    "AWS::CloudFront::OriginAccessControl",
+    "AWS::WAFv2::WebACL",
 }
 # Creation order: what others point at comes first (DLQs before queues, queues before bucket).
 ORDER = [

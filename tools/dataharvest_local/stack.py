@@ -46,6 +46,7 @@ class StackInfo:
     region: str
     stage: str
     exports: dict[str, str]
+    api_url: str = ""  # the local Data API (dataharvest.api.local_server), when served
 
     def export(self, name: str) -> str:
         return self.exports[f"dataharvest-{self.stage}-{name}"]
@@ -139,6 +140,7 @@ class LocalStack:
         self.provisioner: Provisioner | None = None
         self.info: StackInfo | None = None
         self.embedded_postgres = False
+        self.api = None  # dataharvest.api.local_server.LocalApi
 
     def start(self) -> StackInfo:
         from dataharvest_local import migrate
@@ -205,6 +207,11 @@ class LocalStack:
         self.info.exports = dict(self.provisioner.exports)
         self._register_transformers()
         self.runner.start()
+        # The api service's handler behind a local HTTP front (API Gateway events).
+        from dataharvest.api.local_server import start_local_api
+
+        self.api = start_local_api(self.provisioner, self.runner, self.home)
+        self.info.api_url = self.api.url if self.api else ""
         self._serve_control(control_port)
         (self.home / "stack.json").write_text(json.dumps(self.info.__dict__, indent=2))
         self.startup_seconds = time.monotonic() - started
@@ -265,6 +272,9 @@ class LocalStack:
         threading.Thread(target=self.control.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        from dataharvest.api.local_server import stop_local_api
+
+        stop_local_api(self.api)
         if self.runner:
             self.runner.stop()
         if self.control:
