@@ -20,6 +20,8 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
+# Exports beyond the run summary's outputs: the clients file, personal data decrypted.
+EXPORT_CHOICES = (*EXPORT_TABLES, "clients")
 QUIET_TIMEOUT_S = 900
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
@@ -634,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="print an output of a client and date (csv or json)")
     export.add_argument(
-        "table", choices=EXPORT_TABLES, metavar="TABLE", help=", ".join(EXPORT_TABLES)
+        "table", choices=EXPORT_CHOICES, metavar="TABLE", help=", ".join(EXPORT_CHOICES)
     )
     export.add_argument("--client", required=True)
     export.add_argument("--date", required=True, help="YYYY-MM-DD or YYYYMMDD")
@@ -753,6 +755,10 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--client", metavar="ID")
     fill.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     lake.set_defaults(func=cmd_lake)
+
+    from dataharvest.security import commands as security_commands
+
+    security_commands.add_parser(sub)
     return parser
 
 

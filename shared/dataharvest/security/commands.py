@@ -1,0 +1,65 @@
+"""`dataharvest client forget ID` and `dataharvest client personal ID [ENTITY.COLUMN...]`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    client = sub.add_parser("client", help="per-client personal data: forget, personal columns")
+    csub = client.add_subparsers(dest="action", required=True)
+    forget = csub.add_parser(
+        "forget", help="crypto-shred a client's personal data (deletes its data key)"
+    )
+    forget.add_argument("client", metavar="ID")
+    forget.add_argument("--json", action="store_true")
+    marked = csub.add_parser(
+        "personal", help="columns encrypted for this client beyond first/last name"
+    )
+    marked.add_argument("client", metavar="ID")
+    marked.add_argument("columns", metavar="ENTITY.COLUMN", nargs="*")
+    client.set_defaults(func=cmd_client)
+
+
+def _usage(message: str) -> SystemExit:
+    print(f"dataharvest: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from dataharvest import db
+    from dataharvest.cli import home
+    from dataharvest.local import client
+    from dataharvest.persistence.routing import CLIENT_ID, is_client_id
+    from dataharvest.security import personal
+
+    if not is_client_id(args.client):
+        raise _usage(f"client id {args.client!r} must match ^{CLIENT_ID.pattern}$")
+    if args.action == "personal":
+        allowed = {f"{e}.{c}" for e, cs in personal.MAY_BE_PERSONAL.items() for c in cs}
+        bad = [c for c in args.columns if c not in allowed]
+        if bad:
+            raise _usage(f"{bad[0]!r} cannot be personal (one of: {', '.join(sorted(allowed))})")
+    client.ensure_stack(home())
+    with db.connect() as conn:
+        if args.action == "forget":
+            key_id = personal.forget(conn, args.client, requested_by=getpass.getuser())
+            result = {"client_id": args.client, "key_id": key_id, "forgotten": True}
+            if args.json:
+                print(json.dumps(result))
+            else:
+                what = f"data key {key_id} deleted" if key_id else "it had no data key"
+                print(f"{args.client}: personal data is unreadable ({what}); erasure recorded")
+            return 0
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO config.client_settings (client_id, personal_columns) "
+                "VALUES (%s, %s) ON CONFLICT (client_id) DO UPDATE "
+                "SET personal_columns = excluded.personal_columns, updated_at = now()",
+                (args.client, sorted(set(args.columns))),
+            )
+        print(f"{args.client}: personal columns {', '.join(sorted(set(args.columns))) or '-'}")
+    return 0
