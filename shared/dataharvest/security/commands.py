@@ -21,6 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     marked.add_argument("client", metavar="ID")
     marked.add_argument("columns", metavar="ENTITY.COLUMN", nargs="*")
+    upload = csub.add_parser(
+        "upload-policy", help="the IAM policy of a partner's upload identity (its own prefix)"
+    )
+    upload.add_argument("client", metavar="ID")
+    upload.add_argument("--account", required=True, help="the AWS account id of the stage")
+    upload.add_argument("--key-arn", required=True, help="the LandingBucketKeyArn export")
+    upload.add_argument("--stage", default="dev")
+    upload.add_argument("--region", default="eu-west-1")
     client.set_defaults(func=cmd_client)
 
 
@@ -43,6 +51,16 @@ def cmd_client(args: argparse.Namespace) -> int:
         bad = [c for c in args.columns if c not in allowed]
         if bad:
             raise _usage(f"{bad[0]!r} cannot be personal (one of: {', '.join(sorted(allowed))})")
+    if args.action == "upload-policy":
+        from dataharvest.security.partner_policy import upload_policy
+
+        if not (args.account.isdigit() and len(args.account) == 12):
+            raise _usage(f"--account {args.account!r} is not a 12-digit AWS account id")
+        if not args.key_arn.startswith("arn:aws:kms:"):
+            raise _usage(f"--key-arn {args.key_arn!r} is not a KMS key ARN")
+        policy = upload_policy(args.client, args.stage, args.account, args.region, args.key_arn)
+        print(json.dumps(policy, indent=2))
+        return 0
     client.ensure_stack(home())
     with db.connect() as conn:
         if args.action == "forget":
