@@ -39,9 +39,10 @@ test-e2e: install ## the dataharvest CLI end to end
 test-deploy: install ## osls package, cfn-lint, IAM and artifact checks
 	$(PYTEST) tests/deploy -q
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, bandit (no high finding), npm audit of the deploy tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	VENV_BIN=$(BIN) scripts/supply-chain-check.sh
 
 format: install ## apply ruff formatting and fixes
 	$(BIN)/ruff check --fix .
