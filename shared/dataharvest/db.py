@@ -41,8 +41,10 @@ def database_url(config: Settings | None = None) -> str:
     # A function in the cloud: its own database user, an IAM token, verified TLS.
     from dataharvest.security.connection import iam_database_url
 
-    if url := iam_database_url():
-        return url
+    if config.database_user and config.database_host:
+        return iam_database_url(
+            {"DATABASE_USER": config.database_user, "DATABASE_HOST": config.database_host}
+        )
     if config.database_secret_arn:
         return _secret_database_url(config.database_secret_arn, config.database_host)
     raise RuntimeError(

@@ -54,10 +54,11 @@ def iam_database_url(environ: dict[str, str] | None = None, rds=None) -> str | N
     host = env.get("DATABASE_HOST")
     if not user or not host:
         return None
-    port = int(env.get("DATABASE_PORT") or 5432)
+    port = int(env.get("DATABASE_PORT") or os.environ.get("DATABASE_PORT") or 5432)
     if rds is None:
         import boto3
 
         rds = boto3.client("rds")
     token = rds.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
-    return build_url(user, token, host, port, env.get("DATABASE_NAME") or "dataharvest")
+    dbname = env.get("DATABASE_NAME") or os.environ.get("DATABASE_NAME") or "dataharvest"
+    return build_url(user, token, host, port, dbname)
