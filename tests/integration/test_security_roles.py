@@ -49,6 +49,8 @@ INSERT_RAW = (
     "INSERT INTO raw_store.clients (load_id, record_id, business_date, line_number, client_id, "
     "client_reference, tax_free_allowance) VALUES (1, 1, '2024-01-02', 1, 'x', 'C1', 1)"
 )
+# Only persistence (which encrypts) and the owner (exports, forget) may read the data keys.
+READ_KEYS = "SELECT * FROM vault.client_keys"
 FORBIDDEN = {
     "dataharvest_persistence": [
         INSERT_TAX,
@@ -56,27 +58,37 @@ FORBIDDEN = {
         "DELETE FROM audit.data_quality_issues",
         "UPDATE config.client_settings SET max_reject_ratio = 1",
         "CREATE TABLE etl.sneaky (x int)",
+        "DELETE FROM vault.client_keys",  # forgetting is the owner's (CLI) alone
     ],
     "dataharvest_relationship_transformer": [
+        READ_KEYS,
         INSERT_TAX,
         INSERT_LOAD,
         INSERT_RAW,
         "DELETE FROM audit.rejections",
         "DELETE FROM etl.portfolio_deposits",
     ],
-    "dataharvest_transaction_transformer": [INSERT_LINK, INSERT_RAW, INSERT_LOAD],
+    "dataharvest_transaction_transformer": [READ_KEYS, INSERT_LINK, INSERT_RAW, INSERT_LOAD],
     "dataharvest_sum_deposit_transformer": [
+        READ_KEYS,
         INSERT_LINK,
         INSERT_RAW,
         "DELETE FROM audit.data_quality_issues",
     ],
     "dataharvest_tax_transformer": [
+        READ_KEYS,
         INSERT_LINK,
         INSERT_RAW,
         "UPDATE audit.file_loads SET is_current = false",
     ],
-    "dataharvest_partner_publisher": [INSERT_TAX, INSERT_RAW, "DELETE FROM audit.rejections"],
+    "dataharvest_partner_publisher": [
+        READ_KEYS,
+        INSERT_TAX,
+        INSERT_RAW,
+        "DELETE FROM audit.rejections",
+    ],
     "dataharvest_lake_exporter": [
+        READ_KEYS,
         INSERT_TAX,
         INSERT_LINK,
         INSERT_RAW,
@@ -85,6 +97,7 @@ FORBIDDEN = {
         "UPDATE audit.transformer_runs SET error = 'x'",
     ],
     roles.API_ROLE: [
+        READ_KEYS,
         INSERT_TAX,
         INSERT_RUN,
         INSERT_RAW,
