@@ -148,14 +148,18 @@ $roles$;
 ALTER ROLE {login} SET role = '{role}';
 """
 
+# Drops `role` (and its login role, if any) unless another database of the cluster still
+# holds privileges or objects of the group: roles are shared by every database of the cluster
+# (the migration tests run in a second database beside the stack's).
 DROP_ROLE = """
 DO $roles$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') AND NOT EXISTS (
         SELECT FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid
-        WHERE r.rolname = '{role}' AND d.dbid <> (
+        WHERE r.rolname IN ('{role}', '{login}') AND d.dbid <> (
             SELECT oid FROM pg_database WHERE datname = current_database())
     ) THEN
+        DROP ROLE IF EXISTS {login};
         DROP ROLE {role};
     END IF;
 END
@@ -216,7 +220,5 @@ def downgrade() -> None:
         op.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
         op.execute(f"DROP OWNED BY {role}")
     for role in GROUPS:
-        op.execute(DROP_ROLE.format(role=f"{role}_fn"))
-    for role in GROUPS:
-        op.execute(DROP_ROLE.format(role=role))
-    op.execute(DROP_ROLE.format(role=SERVICE))
+        op.execute(DROP_ROLE.format(role=role, login=f"{role}_fn"))
+    op.execute(DROP_ROLE.format(role=SERVICE, login=f"{SERVICE}_fn"))

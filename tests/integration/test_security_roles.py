@@ -185,3 +185,25 @@ def test_the_api_role_reads_only_the_client_of_its_session_setting(
                     f"SELECT count(*) FROM {table} WHERE client_id = %s", (client_a,)
                 ).fetchone()
                 assert own == expected, table
+
+
+def test_migrating_another_database_down_keeps_the_roles_this_one_uses(stack_info, role_urls):
+    """Roles are cluster-wide: stepping a second database down to base must not drop the roles
+    (group or login) that this database's grants and services still use."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from dataharvest import migrate
+
+    name = f"roles_{uuid.uuid4().hex[:8]}"
+    url = urlunsplit(urlsplit(stack_info.database_url)._replace(path=f"/{name}"))
+    with psycopg.connect(stack_info.database_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        migrate.upgrade(url)
+        migrate.downgrade(url, "base")
+    finally:
+        with psycopg.connect(stack_info.database_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    for group, role_url in role_urls.items():
+        with psycopg.connect(role_url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (group,)
