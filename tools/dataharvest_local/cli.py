@@ -22,6 +22,8 @@ from dataharvest.metastore import INPUT_PREFIX, plain
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
 # `export snapshot-changes --client --table --version`: a snapshot export's change log.
 SNAPSHOT_CHANGES = "snapshot-changes"
+# Exports beyond the run summary's outputs: the clients file, personal data decrypted.
+EXPORT_CHOICES = (*EXPORT_TABLES, "clients")
 QUIET_TIMEOUT_S = 900
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
@@ -779,9 +781,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print an output of a client and date (csv or json)")
     export.add_argument(
         "table",
-        choices=(*EXPORT_TABLES, SNAPSHOT_CHANGES),
+        choices=(*EXPORT_CHOICES, SNAPSHOT_CHANGES),
         metavar="TABLE",
-        help=", ".join((*EXPORT_TABLES, SNAPSHOT_CHANGES)),
+        help=", ".join((*EXPORT_CHOICES, SNAPSHOT_CHANGES)),
     )
     export.add_argument("--client", required=True)
     export.add_argument("--date", help="YYYY-MM-DD or YYYYMMDD (every TABLE but snapshot-changes)")
@@ -921,6 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
     slist.add_argument("--client")
     slist.add_argument("--json", action="store_true")
     slist.set_defaults(func=cmd_snapshots)
+    from dataharvest_local import security_commands
+
+    security_commands.add_parser(sub)
     return parser
 
 
