@@ -474,7 +474,7 @@ def test_admin_registers_a_transformer(api, home, db) -> None:
 
 
 def test_cli_url_prints_the_base_url(api, capsys) -> None:
-    from dataharvest import cli
+    from dataharvest_local import cli
 
     assert cli.main(["url"]) == 0
     assert capsys.readouterr().out == f"{api}\n"

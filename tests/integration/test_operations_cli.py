@@ -12,7 +12,8 @@ import boto3
 import pytest
 from persistence_support import accounts_file, key, put
 
-from dataharvest import cli, config, metastore
+from dataharvest import config, metastore
+from dataharvest_local import cli
 from dataharvest_local import ops_stage as stage
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dataharvest.api import access, auth
-from dataharvest.api.local_server import http_event, http_response
+from dataharvest_local.api_server import http_event, http_response
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_cli_token_create_prints_the_token_alone(tmp_path) -> None:
         [
             sys.executable,
             "-m",
-            "dataharvest.cli",
+            "dataharvest_local.cli",
             "token",
             "create",
             "--role",
@@ -145,7 +145,7 @@ def test_cli_token_create_prints_the_token_alone(tmp_path) -> None:
 )
 def test_cli_token_create_bad_arguments_exit_2(tmp_path, argv) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "dataharvest.cli", "token", "create", *argv],
+        [sys.executable, "-m", "dataharvest_local.cli", "token", "create", *argv],
         capture_output=True,
         text=True,
         env={"DATAHARVEST_HOME": str(tmp_path), "PATH": ""},

@@ -91,7 +91,7 @@ def test_due_times_follow_the_zone_across_daylight_saving():
 
 
 def test_stage_flag_allows_only_stage_commands(capsys):
-    from dataharvest import cli
+    from dataharvest_local import cli
 
     for argv in (
         ["--stage", "prod", "run", "x.csv", "--client", "acme"],

@@ -782,7 +782,7 @@ def cmd_lake(args: argparse.Namespace) -> int:
 
 
 def cmd_url(args: argparse.Namespace) -> int:
-    from dataharvest.local import client
+    from dataharvest_local import client
 
     info = client.ensure_stack(home())
     if not info.api_url:

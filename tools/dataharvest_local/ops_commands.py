@@ -19,7 +19,7 @@ from dataharvest_local import ops_stage as stage
 
 
 def _cli():
-    from dataharvest import cli
+    from dataharvest_local import cli
 
     return cli
 

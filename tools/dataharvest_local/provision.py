@@ -40,7 +40,7 @@ CLOUD_ONLY = {
     "AWS::Glue::Database",
     "AWS::Athena::WorkGroup",
     # The Data API's edge: sign-in, the console's CDN and its firewall. Locally the API is
-    # served by dataharvest.api.local_server and tokens are signed with a local key.
+    # served by dataharvest_local.api_server and tokens are signed with a local key.
     "AWS::Cognito::UserPool",
     "AWS::Cognito::UserPoolClient",
     "AWS::Cognito::UserPoolGroup",

@@ -46,7 +46,7 @@ class StackInfo:
     region: str
     stage: str
     exports: dict[str, str]
-    api_url: str = ""  # the local Data API (dataharvest.api.local_server), when served
+    api_url: str = ""  # the local Data API (dataharvest_local.api_server), when served
 
     def export(self, name: str) -> str:
         return self.exports[f"dataharvest-{self.stage}-{name}"]
@@ -140,7 +140,7 @@ class LocalStack:
         self.provisioner: Provisioner | None = None
         self.info: StackInfo | None = None
         self.embedded_postgres = False
-        self.api = None  # dataharvest.api.local_server.LocalApi
+        self.api = None  # dataharvest_local.api_server.LocalApi
 
     def start(self) -> StackInfo:
         from dataharvest_local import migrate
@@ -208,7 +208,7 @@ class LocalStack:
         self._register_transformers()
         self.runner.start()
         # The api service's handler behind a local HTTP front (API Gateway events).
-        from dataharvest.api.local_server import start_local_api
+        from dataharvest_local.api_server import start_local_api
 
         self.api = start_local_api(self.provisioner, self.runner, self.home)
         self.info.api_url = self.api.url if self.api else ""
@@ -272,7 +272,7 @@ class LocalStack:
         threading.Thread(target=self.control.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        from dataharvest.api.local_server import stop_local_api
+        from dataharvest_local.api_server import stop_local_api
 
         stop_local_api(self.api)
         if self.runner:

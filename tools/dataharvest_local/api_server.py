@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from dataharvest.api.auth import LOCAL_KEY_ENV, ensure_signing_key
-from dataharvest.local.instances import InvokeError, Worker
-from dataharvest.local.slsconfig import LOCAL_ACCOUNT_ID
+from dataharvest_local.instances import InvokeError, Worker
+from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 log = logging.getLogger(__name__)
 PORT_ENV = "DATAHARVEST_API_PORT"
