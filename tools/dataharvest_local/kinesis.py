@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from dataharvest_local.mappings import SHARD_REFRESH_S, Failure, StreamMapping
@@ -95,29 +95,8 @@ class KinesisMapping(StreamMapping):
             )
         )
 
-    def failure_body(self, shard_id: str, batch: list[dict[str, Any]], attempt: int) -> dict:
-        arrival = [r["kinesis"].get("approximateArrivalTimestamp") for r in batch]
-        return {
-            "requestContext": {
-                "requestId": f"local-{time.time_ns()}",
-                "functionArn": self.function_arn,
-                "condition": "RetryAttemptsExhausted",
-                "approximateInvokeCount": attempt + 1,
-            },
-            "responseContext": {
-                "statusCode": 200,
-                "executedVersion": "$LATEST",
-                "functionError": "Unhandled",
-            },
-            "version": "1.0",
-            "timestamp": datetime.now(UTC).isoformat(),
-            "KinesisBatchInfo": {
-                "shardId": shard_id,
-                "startSequenceNumber": self.sequence_number(batch[0]),
-                "endSequenceNumber": self.sequence_number(batch[-1]),
-                "approximateArrivalOfFirstRecord": str(arrival[0]),
-                "approximateArrivalOfLastRecord": str(arrival[-1]),
-                "batchSize": len(batch),
-                "streamArn": self.stream_arn,
-            },
-        }
+    BATCH_INFO = "KinesisBatchInfo"
+
+    @staticmethod
+    def arrival_time(record: dict[str, Any]) -> Any:
+        return record["kinesis"].get("approximateArrivalTimestamp")

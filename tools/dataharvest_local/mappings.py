@@ -389,6 +389,13 @@ class StreamMapping(Mapping):
         """The record's sequence number, its itemIdentifier in a partial batch response."""
         return record["dynamodb"]["SequenceNumber"]
 
+    # The on-failure record's batch-info key and each record's arrival (DynamoDB streams).
+    BATCH_INFO = "DDBStreamBatchInfo"
+
+    @staticmethod
+    def arrival_time(record: dict[str, Any]) -> Any:
+        return record["dynamodb"].get("ApproximateCreationDateTime")
+
     def _passes_filters(self, record: dict[str, Any]) -> bool:
         # Lambda drops records that match none of the patterns before batching.
         if not self.filter_patterns:
@@ -456,7 +463,7 @@ class StreamMapping(Mapping):
 
     def failure_body(self, shard_id: str, batch: list[dict[str, Any]], attempt: int) -> dict:
         """What Lambda sends to the on-failure destination of a stream mapping."""
-        arrival = [r["dynamodb"].get("ApproximateCreationDateTime") for r in batch]
+        arrival = [self.arrival_time(r) for r in batch]
         return {
             "requestContext": {
                 "requestId": f"local-{time.time_ns()}",
@@ -471,10 +478,10 @@ class StreamMapping(Mapping):
             },
             "version": "1.0",
             "timestamp": datetime.now(UTC).isoformat(),
-            "DDBStreamBatchInfo": {
+            self.BATCH_INFO: {
                 "shardId": shard_id,
-                "startSequenceNumber": batch[0]["dynamodb"]["SequenceNumber"],
-                "endSequenceNumber": batch[-1]["dynamodb"]["SequenceNumber"],
+                "startSequenceNumber": self.sequence_number(batch[0]),
+                "endSequenceNumber": self.sequence_number(batch[-1]),
                 "approximateArrivalOfFirstRecord": str(arrival[0]),
                 "approximateArrivalOfLastRecord": str(arrival[-1]),
                 "batchSize": len(batch),
