@@ -40,10 +40,11 @@ test-e2e: install ## the dataharvest CLI end to end
 test-deploy: install ## osls package, cfn-lint, IAM and artifact checks
 	$(PYTEST) tests/deploy -q
 
-lint: install ## ruff lint and format check, mypy --strict on the runtime package
+lint: install ## ruff lint and format check, mypy --strict on the runtime package, bandit (no high finding), npm audit of the deploy tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	VENV_BIN=$(BIN) scripts/supply-chain-check.sh
 
 format: install ## apply ruff formatting and fixes
 	$(BIN)/ruff check --fix .

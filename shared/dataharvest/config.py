@@ -32,6 +32,8 @@ class Settings:
     # in parallel through the chunk queue (persistence/chunks.py).
     chunk_queue_url: str | None = None
     chunk_bytes: int = 128 << 20
+    # The function's own database user in the cloud: IAM token auth (security/connection.py).
+    database_user: str | None = None
 
 
 def resource_name(stage: str, suffix: str) -> str:
@@ -52,6 +54,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         home=Path(env.get("DATAHARVEST_HOME") or ".dataharvest").resolve(),
         chunk_queue_url=env.get("CHUNK_QUEUE_URL") or None,
         chunk_bytes=int(env.get("DATAHARVEST_CHUNK_BYTES") or 128 << 20),
+        database_user=env.get("DATABASE_USER") or None,
     )
 
 

@@ -21,11 +21,16 @@ def _secret_database_url(secret_arn: str, host: str | None = None) -> str:
     # In the cloud the URL lives in Secrets Manager (rotated there); read once per cold start.
     import boto3
 
+    from dataharvest.security.connection import build_url
+
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=secret_arn)
     value = json.loads(secret["SecretString"])
-    return (
-        f"postgresql://{value['username']}:{value['password']}@{host or value['host']}:"
-        f"{value.get('port', 5432)}/{value.get('dbname', 'dataharvest')}?sslmode=require"
+    return build_url(
+        value["username"],
+        value["password"],
+        host or value["host"],
+        value.get("port", 5432),
+        value.get("dbname", "dataharvest"),
     )
 
 
@@ -33,9 +38,21 @@ def database_url(config: Settings | None = None) -> str:
     config = config or settings()
     if config.database_url:
         return config.database_url
+    # A function in the cloud: its own database user, an IAM token, verified TLS.
+    from dataharvest.security.connection import iam_database_url
+
+    if config.database_user and config.database_host:
+        url = iam_database_url(
+            {"DATABASE_USER": config.database_user, "DATABASE_HOST": config.database_host}
+        )
+        assert url is not None  # DATABASE_USER is set
+        return url
     if config.database_secret_arn:
         return _secret_database_url(config.database_secret_arn, config.database_host)
-    raise RuntimeError("no database configured: set DATABASE_URL or DATABASE_SECRET_ARN")
+    raise RuntimeError(
+        "no database configured: set DATABASE_URL, DATABASE_USER + DATABASE_HOST or "
+        "DATABASE_SECRET_ARN"
+    )
 
 
 def connect(url: str | None = None) -> psycopg.Connection:

@@ -29,6 +29,9 @@ class Export:
     columns: tuple[str, ...]
     query: str
     numbers: frozenset[str] = frozenset()  # columns holding numbers (decimals as exact text)
+    # Encrypted personal columns: the query adds the row's personal_key_id after `columns`
+    # and they are decrypted for the caller (security/personal.py).
+    personal: tuple[str, ...] = ()
 
 
 WHERE = "client_id = %(client_id)s AND business_date = %(business_date)s"
@@ -87,6 +90,16 @@ EXPORTS: dict[str, Export] = {
             FROM audit.partner_notices WHERE {WHERE}
             ORDER BY 1, 4""",
     ),
+    # The clients file as stored, names decrypted (UNAVAILABLE once the client is forgotten).
+    "clients": Export(
+        ("client_reference", "first_name", "last_name", "tax_free_allowance"),
+        f"""SELECT client_reference, first_name, last_name, tax_free_allowance::text,
+                   personal_key_id
+            FROM raw_store.clients WHERE {WHERE}
+            ORDER BY client_reference""",
+        frozenset(("tax_free_allowance",)),
+        personal=("first_name", "last_name"),
+    ),
 }
 
 
@@ -99,10 +112,15 @@ def rows(
     """
     export = EXPORTS[table]
     params = {"client_id": client_id, "business_date": business_date}
-    return [
-        dict(zip(export.columns, row, strict=True))
-        for row in conn.execute(export.query, params).fetchall()
+    names = (*export.columns, "personal_key_id") if export.personal else export.columns
+    records = [
+        dict(zip(names, row, strict=True)) for row in conn.execute(export.query, params).fetchall()
     ]
+    if export.personal:
+        from dataharvest.security import personal
+
+        records = personal.decrypt_rows(conn, client_id, records, export.personal)
+    return records
 
 
 def neutralize(cell: str) -> str:

@@ -94,10 +94,12 @@ def _ensure_wheelhouse() -> None:
         "--dest",
         str(WHEELHOUSE),
         *PIP_TARGET,
-        "--requirement",
-        str(REPO / "requirements-lambda.txt"),
         "boto3",
     ]  # boto3 for the artifact check's stand-in of the Lambda runtime
+    # The locked Lambda requirements are hash-checked: pip downloads them on their own (a
+    # command with one hashed requirement wants hashes for all).
+    locked = [*base[: base.index("boto3")], "--require-hashes", "--requirement"]
+    locked.append(str(REPO / "requirements-lambda.txt"))
     # A service with requirements of its own (the lake exporter's pyarrow, whose current
     # releases ship for Lambda's x86_64 only as manylinux_2_28 wheels, which Lambda's Amazon
     # Linux 2023 runs) names them in services/<name>/requirements.txt.
@@ -105,11 +107,14 @@ def _ensure_wheelhouse() -> None:
     for requirements in sorted((REPO / "services").glob("*/requirements.txt")):
         base += [*wider, "--requirement", str(requirements)]
         wider = []
-    offline = subprocess.run(
-        [*base, "--no-index", "--find-links", str(WHEELHOUSE)], capture_output=True, text=True
-    )
-    if offline.returncode != 0:
-        subprocess.run(base, check=True, capture_output=True, text=True)
+    for command in (locked, base):
+        offline = subprocess.run(
+            [*command, "--no-index", "--find-links", str(WHEELHOUSE)],
+            capture_output=True,
+            text=True,
+        )
+        if offline.returncode != 0:
+            subprocess.run(command, check=True, capture_output=True, text=True)
 
 
 def _environment() -> dict[str, str]:

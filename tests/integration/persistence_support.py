@@ -58,12 +58,25 @@ def delete(object_key: str, stack_info) -> None:
 
 
 def raw_rows(db: psycopg.Connection, entity: str, client_id: str) -> list[tuple]:
-    """(line_number, record_id, <entity columns>) of the client's rows, by line."""
-    return db.execute(
-        f"SELECT line_number, record_id, {RAW_COLUMNS[entity]} FROM raw.{entity} "
+    """(line_number, record_id, <entity columns>) of the client's rows, by line; personal
+    columns (stored encrypted, issue 18) decrypted with the client's key, as the owner may."""
+    from dataharvest.security import personal
+
+    if entity not in personal.MAY_BE_PERSONAL:
+        return db.execute(
+            f"SELECT line_number, record_id, {RAW_COLUMNS[entity]} FROM raw.{entity} "
+            "WHERE client_id = %s ORDER BY line_number",
+            (client_id,),
+        ).fetchall()
+    names = ["line_number", "record_id", *RAW_COLUMNS[entity].split(", ")]
+    cursor = db.execute(
+        f"SELECT {', '.join(names)}, personal_key_id FROM raw_store.{entity} "
         "WHERE client_id = %s ORDER BY line_number",
         (client_id,),
-    ).fetchall()
+    )
+    records = [dict(zip([*names, "personal_key_id"], row, strict=True)) for row in cursor]
+    decrypted = personal.decrypt_rows(db, client_id, records, personal.MAY_BE_PERSONAL[entity])
+    return [tuple(r[n] for n in names) for r in decrypted]
 
 
 def lineage(db: psycopg.Connection, entity: str, client_id: str) -> set[tuple]:

@@ -30,17 +30,36 @@ def secret_arn(local_stack) -> str:
     return response["ARN"]
 
 
-def test_url_from_the_secret_uses_the_proxy_endpoint_when_given(secret_arn):
+@pytest.fixture
+def ca_bundle(tmp_path, monkeypatch) -> str:
+    path = tmp_path / "rds-global-bundle.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("DATABASE_CA_BUNDLE", str(path))
+    return str(path)
+
+
+def test_url_from_the_secret_uses_the_proxy_endpoint_when_given(secret_arn, ca_bundle):
     direct = load_settings({"DATABASE_SECRET_ARN": secret_arn})
     proxied = load_settings(
         {"DATABASE_SECRET_ARN": secret_arn, "DATABASE_HOST": "proxy.endpoint.internal"}
     )
+    # TLS verified against the RDS CA bundle (issue 18), not merely required.
+    tls = f"sslmode=verify-full&sslrootcert={ca_bundle}"
     assert db.database_url(direct) == (
-        "postgresql://app:s3cret@db-instance.internal:5432/dataharvest?sslmode=require"
+        f"postgresql://app:s3cret@db-instance.internal:5432/dataharvest?{tls}"
     )
     assert db.database_url(proxied) == (
-        "postgresql://app:s3cret@proxy.endpoint.internal:5432/dataharvest?sslmode=require"
+        f"postgresql://app:s3cret@proxy.endpoint.internal:5432/dataharvest?{tls}"
     )
+
+
+def test_a_generated_password_is_percent_encoded(local_stack, ca_bundle):
+    secret = {"username": "app", "password": "a/b@c:d&e=f", "host": "h", "dbname": "d"}
+    arn = boto3.client("secretsmanager").create_secret(
+        Name=f"dataharvest-test-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(secret)
+    )["ARN"]
+    url = db.database_url(load_settings({"DATABASE_SECRET_ARN": arn}))
+    assert url.startswith("postgresql://app:a%2Fb%40c%3Ad%26e%3Df@h:5432/d?")
 
 
 def test_database_url_wins_over_the_secret(secret_arn):

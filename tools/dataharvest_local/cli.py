@@ -17,12 +17,14 @@ from rich.text import Text
 
 from dataharvest.config import load_settings
 from dataharvest.metastore import INPUT_PREFIX, plain
-from dataharvest_local import ops_commands, ops_stage
+from dataharvest_local import ops_commands, ops_stage, security_commands
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
 # `export snapshot-changes --client --table --version`: a snapshot export's change log.
 SNAPSHOT_CHANGES = "snapshot-changes"
+# Exports beyond the run summary's outputs: the clients file, personal data decrypted.
+EXPORT_CHOICES = (*EXPORT_TABLES, "clients")
 QUIET_TIMEOUT_S = 900
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
@@ -851,9 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print an output of a client and date (csv or json)")
     export.add_argument(
         "table",
-        choices=(*EXPORT_TABLES, SNAPSHOT_CHANGES),
+        choices=(*EXPORT_CHOICES, SNAPSHOT_CHANGES),
         metavar="TABLE",
-        help=", ".join((*EXPORT_TABLES, SNAPSHOT_CHANGES)),
+        help=", ".join((*EXPORT_CHOICES, SNAPSHOT_CHANGES)),
     )
     export.add_argument("--client", required=True)
     export.add_argument("--date", help="YYYY-MM-DD or YYYYMMDD (every TABLE but snapshot-changes)")
@@ -1004,6 +1006,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--client", metavar="ID", help="the partner's client id")
     create.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
     token.set_defaults(func=cmd_token)
+    security_commands.add_parser(sub)
     return parser
 
 

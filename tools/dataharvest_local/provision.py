@@ -34,6 +34,8 @@ CLOUD_ONLY = {
     "AWS::EC2::SecurityGroupEgress",
     "AWS::EC2::SecurityGroupIngress",
     "AWS::KMS::Key",
+    "AWS::KMS::Alias",
+    "AWS::SecretsManager::RotationSchedule",
     "AWS::Lambda::EventSourceMapping",
     # The lake's catalog is pyiceberg's SQL catalog locally; Athena has no local counterpart
     # (`dataharvest query` reads the same tables in-process).

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,15 @@ class Runner:
         base_env: dict[str, str],
         retry_delay_cap: int | None = None,
         crash_retry_s: int = CRASH_RETRY_S,
+        service_environment: Callable[[str], dict[str, str]] | None = None,
     ):
         self.provisioner = provisioner
         self.log_dir = log_dir
         self.base_env = base_env
         self.retry_delay_cap = retry_delay_cap
         self.crash_retry_s = crash_retry_s
+        # Per-service overrides of base_env (the database role each service connects as).
+        self.service_environment = service_environment
         self.activity = Activity()
         self.stop_event = threading.Event()
         self.workers: dict[str, Worker] = {}
@@ -59,6 +63,8 @@ class Runner:
         memory = int(definition.get("memorySize", provider.get("memorySize", 1024)))
         env = {k: str(v) for k, v in environment.items()}
         env.update(self.base_env)
+        if self.service_environment is not None:
+            env.update(self.service_environment(file.service))
         env.update(
             {
                 "AWS_LAMBDA_FUNCTION_NAME": name,

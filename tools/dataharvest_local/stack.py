@@ -19,7 +19,8 @@ import psycopg
 
 from dataharvest.lake import catalog as lake_catalog
 from dataharvest.persistence import storage
-from dataharvest_local import slsconfig
+from dataharvest.security import personal
+from dataharvest_local import db_roles, slsconfig
 from dataharvest_local.mappings import CRASH_RETRY_S
 from dataharvest_local.provision import Provisioner
 from dataharvest_local.runner import Runner
@@ -172,7 +173,7 @@ class LocalStack:
                     "SELECT format('%I.%I', table_schema, table_name) "
                     "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
                     "AND table_schema IN ('raw', 'etl', 'audit', 'snapshots', "
-                    "'snapshot_state', 'replica_store')"
+                    "'snapshot_state', 'replica_store', 'vault')"
                 ).fetchall()
                 if tables:
                     conn.execute("TRUNCATE " + ", ".join(t[0] for t in tables))
@@ -181,6 +182,8 @@ class LocalStack:
         self.provisioner = Provisioner(endpoint_url=endpoint_url, region=self.region)
         root = slsconfig.load(slsconfig.root_file(), self.stage, self.region)
         self.provisioner.provision(root)
+        # The personal-data KMS key (the provisioner creates no KMS keys locally).
+        personal.ensure_local_kms_key(self.provisioner.client("kms"), self.stage)
         control_port = free_port()
         self.info = StackInfo(
             pid=os.getpid(),
@@ -198,6 +201,8 @@ class LocalStack:
             base_env,
             retry_delay_cap=self.retry_delay_cap,
             crash_retry_s=CRASH_RETRY_S if self.crash_retry_s is None else self.crash_retry_s,
+            # Each service connects with its own database role (security/roles.py).
+            service_environment=db_roles.ServiceDatabases(database_url),
         )
         for path in (
             self.service_files if self.service_files is not None else slsconfig.service_files()

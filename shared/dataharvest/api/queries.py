@@ -1,10 +1,11 @@
 """What the Data API reads: outputs and load history from PostgreSQL (keyset pages), status from
 the metastore (key pages).
 
-Every PostgreSQL read made for a partner runs through `scoped`: its transaction first binds
-`dataharvest.client_id` to the token's client (`set_config(..., true)` is `SET LOCAL` with a
-bound value), so row-level security keyed on `current_setting('dataharvest.client_id')` holds
-for the API's database role whatever the route's own WHERE clause says.
+Every PostgreSQL read made for a partner runs through `scoped`: its transaction first switches
+to the partner role (`SET LOCAL ROLE`, reads only) and binds `dataharvest.client_id` to the
+token's client (`set_config(..., true)` is `SET LOCAL` with a bound value), so row-level
+security keyed on `current_setting('dataharvest.client_id')` holds whatever the route's own
+WHERE clause says (migration 0010_service_roles).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 
 import psycopg
 from boto3.dynamodb.conditions import Key
+from psycopg import sql
 
 from dataharvest import metastore
 from dataharvest.api.auth import Principal
+from dataharvest.security import roles
 
-CLIENT_SETTING = "dataharvest.client_id"
 Stuck = Callable[[dict[str, Any]], list[str]] | None
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -39,7 +41,10 @@ def scoped(conn: psycopg.Connection, principal: Principal) -> Iterator[psycopg.C
     """One transaction for one request's reads; a partner's is bound to its own client."""
     with conn.transaction():
         if principal.role == "partner":
-            conn.execute("SELECT set_config(%s, %s, true)", (CLIENT_SETTING, principal.client_id))
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.PARTNER_ROLE)))
+            conn.execute(
+                "SELECT set_config(%s, %s, true)", (roles.CLIENT_SETTING, principal.client_id)
+            )
         yield conn
 
 

@@ -40,6 +40,8 @@ def load_lake_settings(environ: dict[str, str] | None = None) -> LakeSettings:
         stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-west-1",
         bucket=env.get("LAKE_BUCKET") or resource_name(stage, "lake"),
-        database_url=env.get("DATABASE_URL") or None,
+        # The local stack gives the lake exporter its read-only role in DATABASE_URL and the
+        # catalog (Glue's local stand-in, not part of the data) the owner's URL.
+        database_url=env.get("LAKE_CATALOG_URL") or env.get("DATABASE_URL") or None,
         endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
     )

@@ -160,7 +160,11 @@ def create_leaf(
 
 def finish_leaf(conn: psycopg.Connection, leaf: Leaf) -> None:
     """Drop the load-time defaults and give the planner statistics of the rows just written
-    (autovacuum would analyze them minutes later; transformers run seconds later)."""
+    (autovacuum would analyze them minutes later; transformers run seconds later).
+    Personal columns are encrypted here, before the leaf is ever attached (security/personal.py)."""
+    from dataharvest.security import personal
+
+    personal.encrypt_leaf(conn, SCHEMA, leaf.name, leaf.name.split("_load_", 1)[0])
     conn.execute(
         sql.SQL(
             "ALTER TABLE {} ALTER load_id DROP DEFAULT, ALTER client_id DROP DEFAULT, "

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dataharvest.security import roles
 from dataharvest.snapshots.routing import IDENTIFIER
 
 # Column types a snapshot table may declare -> PostgreSQL type of its replica column.
@@ -214,4 +215,21 @@ def _create_tables(conn: psycopg.Connection, d: SnapshotTable) -> None:
             "CREATE VIEW replica.{name} AS SELECT client_id, {cols} FROM replica_store.{name} "
             "WHERE NOT _deleted"
         ).format(name=name, cols=sql.SQL(", ").join(sql.Identifier(c) for c in d.column_names))
+    )
+    # Least privilege (migration 0010_service_roles): persistence keeps the state, the applier
+    # the replica; the tables belong to the registering owner, so each is granted here.
+    persistence = roles.role_for("dataharvest-persistence")
+    applier = roles.role_for("dataharvest-snapshot-applier")
+    conn.execute(
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON snapshot_state.{} TO {}").format(
+            name, sql.Identifier(str(persistence))
+        )
+    )
+    conn.execute(
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON replica_store.{} TO {}").format(
+            name, sql.Identifier(str(applier))
+        )
+    )
+    conn.execute(
+        sql.SQL("GRANT SELECT ON replica.{} TO {}").format(name, sql.Identifier(str(applier)))
     )
