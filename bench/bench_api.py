@@ -101,7 +101,7 @@ def main() -> int:
     info = stack.start()
     try:
         os.environ.update(info.client_environment())
-        config.settings.cache_clear()
+        config.environment.cache_clear()
         metastore.table.cache_clear()
         clients = [f"bench-{n}" for n in range(1, args.clients + 1)]
         dates = [f"202403{d:02d}" for d in range(1, args.dates + 1)]

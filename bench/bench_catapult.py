@@ -112,7 +112,7 @@ def end_to_end(n: int) -> None:
     stack = LocalStack(home, service_files=[REPO / "services/catapult/serverless.yml"])
     info = stack.start()
     os.environ.update(info.client_environment())
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     metastore.table.cache_clear()
     try:
         sqs = boto3.client("sqs")

@@ -65,9 +65,9 @@ def stack_environment() -> dict[str, str]:
 
 def _export_child(client: str, queue: multiprocessing.Queue) -> None:
     from dataharvest.lake.export import export_slice
-    from dataharvest.lake.settings import load_lake_settings
+    from dataharvest.lake.location import read_lake_location
 
-    lake = load_lake_settings()
+    lake = read_lake_location()
     with psycopg.connect(lake.database_url) as conn:
         started = time.perf_counter()
         rows = export_slice(
@@ -83,9 +83,9 @@ def _write_table_child(client: str, queue: multiprocessing.Queue) -> None:
     import pyarrow.parquet as pq
 
     from dataharvest.lake import catalog, stream, tables
-    from dataharvest.lake.settings import load_lake_settings
+    from dataharvest.lake.location import read_lake_location
 
-    lake = load_lake_settings()
+    lake = read_lake_location()
     with psycopg.connect(lake.database_url) as conn:
         table = tables.describe(conn, "raw.transactions")
         arrow = pa.Table.from_batches(
@@ -128,10 +128,10 @@ def export_part(rows: int) -> None:
     from pyiceberg.expressions import EqualTo
 
     from dataharvest.lake import catalog
-    from dataharvest.lake.settings import load_lake_settings
+    from dataharvest.lake.location import read_lake_location
 
-    table = catalog.open_catalog(load_lake_settings()).load_table(
-        catalog.identifier(load_lake_settings(), "raw.transactions")
+    table = catalog.open_catalog(read_lake_location()).load_table(
+        catalog.identifier(read_lake_location(), "raw.transactions")
     )
     files = [
         f for f in table.inspect.files().to_pylist() if f"client_id={client}" in f["file_path"]
@@ -172,14 +172,14 @@ def query_part(clients: int, dates: int, rows_per_date: int) -> None:
         "GROUP BY", f"AND client_id LIKE 'q{stamp}-%' GROUP BY"
     )
     lake_runs = [cli("query", sql, "--format", "csv") for _ in range(3)]
-    from dataharvest.lake.settings import load_lake_settings
+    from dataharvest.lake.location import read_lake_location
     from dataharvest_local.lake_query import run_query
 
     os.environ.update(stack_environment())
     in_process = []
     for _ in range(3):
         began = time.perf_counter()
-        run_query(sql, load_lake_settings())
+        run_query(sql, read_lake_location())
         in_process.append(time.perf_counter() - began)
     url = json.loads((HOME / "stack.json").read_text())["database_url"]
     pg_runs = []

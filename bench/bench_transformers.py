@@ -454,7 +454,7 @@ def main() -> int:
     info = stack.start()
     os.environ.update(info.client_environment())
     os.environ["DATAHARVEST_HOME"] = str(home)
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     metastore.table.cache_clear()
     try:
         end_to_end_to_queue(stack, small)

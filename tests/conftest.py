@@ -62,7 +62,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 def _clear_cached_clients() -> None:
     from dataharvest import config, metastore
 
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     metastore.table.cache_clear()
 
 

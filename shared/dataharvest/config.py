@@ -1,4 +1,4 @@
-"""One settings object, read from the environment at the edge (handler start, CLI start).
+"""One object for the process environment, read at the edge (handler start, CLI start).
 
 In the cloud the values come from the function's environment (serverless.yml); locally the
 event-source runner sets the very same variables from the same serverless.yml.
@@ -20,7 +20,7 @@ DEFAULT_MAX_INFLATION_RATIO = "100"
 
 
 @dataclass(frozen=True)
-class Settings:
+class Environment:
     stage: str
     database_url: str | None
     database_secret_arn: str | None
@@ -41,10 +41,10 @@ def resource_name(stage: str, suffix: str) -> str:
     return f"dataharvest-{stage}-{suffix}"
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
+def read_environment(environ: dict[str, str] | None = None) -> Environment:
     env = os.environ if environ is None else environ
     stage = env.get("DATAHARVEST_STAGE", "local")
-    return Settings(
+    return Environment(
         stage=stage,
         database_url=env.get("DATABASE_URL") or None,
         database_secret_arn=env.get("DATABASE_SECRET_ARN") or None,
@@ -59,6 +59,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
 
 
 @lru_cache(maxsize=1)
-def settings() -> Settings:
-    """Settings of this process; handlers call it once per cold start."""
-    return load_settings()
+def environment() -> Environment:
+    """The environment of this process; handlers call it once per cold start."""
+    return read_environment()

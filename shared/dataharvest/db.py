@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import psycopg
 
-from dataharvest.config import Settings, settings
+from dataharvest.config import Environment, environment
 
 _connection: psycopg.Connection | None = None
 
@@ -34,8 +34,8 @@ def _secret_database_url(secret_arn: str, host: str | None = None) -> str:
     )
 
 
-def database_url(config: Settings | None = None) -> str:
-    config = config or settings()
+def database_url(config: Environment | None = None) -> str:
+    config = config or environment()
     if config.database_url:
         return config.database_url
     # A function in the cloud: its own database user, an IAM token, verified TLS.

@@ -13,7 +13,7 @@ from boto3.dynamodb.conditions import ConditionBase, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from dataharvest.config import settings
+from dataharvest.config import environment
 
 PARTITION_KEY = "partition_key"
 SORT_KEY = "sort_key"
@@ -32,7 +32,7 @@ _deserializer = TypeDeserializer()
 
 @lru_cache(maxsize=4)
 def table(name: str | None = None) -> Any:
-    return boto3.resource("dynamodb").Table(name or settings().metastore_table)
+    return boto3.resource("dynamodb").Table(name or environment().metastore_table)
 
 
 def item_key(client_id: str, business_date: str) -> dict[str, str]:

@@ -144,6 +144,7 @@ _NOT_COPIED = shutil.ignore_patterns(
 _COPIED_FILES = (
     "serverless.yml",
     "serverless.common.yml",
+    "serverless.transformer.yml",
     "requirements.txt",
     "requirements-lambda.txt",
     "package.json",

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from dataharvest import db
-from dataharvest.config import load_settings
+from dataharvest.config import read_environment
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,8 @@ def ca_bundle(tmp_path, monkeypatch) -> str:
 
 
 def test_url_from_the_secret_uses_the_proxy_endpoint_when_given(secret_arn, ca_bundle):
-    direct = load_settings({"DATABASE_SECRET_ARN": secret_arn})
-    proxied = load_settings(
+    direct = read_environment({"DATABASE_SECRET_ARN": secret_arn})
+    proxied = read_environment(
         {"DATABASE_SECRET_ARN": secret_arn, "DATABASE_HOST": "proxy.endpoint.internal"}
     )
     # TLS verified against the RDS CA bundle (issue 18), not merely required.
@@ -58,12 +58,12 @@ def test_a_generated_password_is_percent_encoded(local_stack, ca_bundle):
     arn = boto3.client("secretsmanager").create_secret(
         Name=f"dataharvest-test-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(secret)
     )["ARN"]
-    url = db.database_url(load_settings({"DATABASE_SECRET_ARN": arn}))
+    url = db.database_url(read_environment({"DATABASE_SECRET_ARN": arn}))
     assert url.startswith("postgresql://app:a%2Fb%40c%3Ad%26e%3Df@h:5432/d?")
 
 
 def test_database_url_wins_over_the_secret(secret_arn):
-    settings = load_settings(
+    settings = read_environment(
         {"DATABASE_URL": "postgresql://local/db", "DATABASE_SECRET_ARN": secret_arn}
     )
     assert db.database_url(settings) == "postgresql://local/db"

@@ -17,7 +17,7 @@ from pyiceberg.expressions import And, EqualTo
 from dataharvest import metastore
 from dataharvest.lake import catalog as lake_catalog
 from dataharvest.lake.export import export_work
-from dataharvest.lake.settings import load_lake_settings
+from dataharvest.lake.location import read_lake_location
 from dataharvest.lake.tables import LAKE_TABLES
 from dataharvest.transformers import runtime
 from dataharvest.work import WorkMessage
@@ -56,7 +56,7 @@ def upload_example(stack_info, client_id: str) -> None:
 
 
 def lake_table(pg_name: str):
-    lake = load_lake_settings()
+    lake = read_lake_location()
     return lake_catalog.open_catalog(lake).load_table(lake_catalog.identifier(lake, pg_name))
 
 
@@ -213,7 +213,7 @@ def test_work_that_goes_stale_while_streaming_commits_nothing(
     wait_quiet()
     snapshots = current_snapshots()
     db.execute("SET search_path TO public")
-    written = export_slice(db, load_lake_settings(), client_id, DAY, lambda: False, {})
+    written = export_slice(db, read_lake_location(), client_id, DAY, lambda: False, {})
     assert written is None
     assert current_snapshots() == snapshots
 

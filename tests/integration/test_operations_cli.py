@@ -200,7 +200,7 @@ def as_a_stage(stack_info, monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv(stage.ENV_FLAG, raising=False)
     yield stack_info.stage
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     metastore.table.cache_clear()
 
 

@@ -55,9 +55,9 @@ def chunk_queue(local_stack, monkeypatch) -> str:
     """A queue nobody consumes: the test stages the chunks itself."""
     url = boto3.client("sqs").create_queue(QueueName=f"chunks-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     monkeypatch.setenv("CHUNK_QUEUE_URL", url)
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     yield url
-    config.settings.cache_clear()
+    config.environment.cache_clear()
 
 
 def chunk_messages(url: str) -> list[tuple[int, int]]:

@@ -39,8 +39,8 @@ from persistence_support import (
 )
 
 from dataharvest.persistence import load_upload
-from dataharvest.persistence.publish import publish_input
-from dataharvest.persistence.routing import route
+from dataharvest.persistence.mark import mark_input
+from dataharvest.persistence.routing import route_of
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +170,7 @@ def test_an_older_state_never_overwrites_the_metastore(db, client_id, quiet_buck
     assert newer.load_id > older.load_id
     before = item(client_id)
     # A slow process that committed `older` and writes only now: the condition refuses it.
-    assert publish_input(route(object_key), older) is False
+    assert mark_input(route_of(object_key), older) is False
     assert item(client_id) == before
     assert before["account_seq"] == newer.load_id
 

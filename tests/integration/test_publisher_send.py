@@ -30,10 +30,10 @@ def result_queue(local_stack, monkeypatch):
         Attributes={"FifoQueue": "true", "MaximumMessageSize": "1024"},
     )["QueueUrl"]
     monkeypatch.setenv("RESULT_QUEUE_URL", url)
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     yield url
     monkeypatch.undo()
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     sqs.delete_queue(QueueUrl=url)
 
 

@@ -16,11 +16,11 @@ def test_a_metric_is_one_emf_document_with_service_and_entity_only(monkeypatch, 
     monkeypatch.setenv("DATAHARVEST_STAGE", "prod")
     from dataharvest import config
 
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     try:
         metrics.emit("persistence", "accounts", metrics.FILES_REJECTED, 1, client_id="acme")
     finally:
-        config.settings.cache_clear()
+        config.environment.cache_clear()
     documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
     emf = next(d for d in documents if "_aws" in d)
     (directive,) = emf["_aws"]["CloudWatchMetrics"]

@@ -7,7 +7,13 @@ from datetime import date
 import pytest
 
 from dataharvest.persistence.exceptions import UnroutableKey
-from dataharvest.persistence.routing import KEY_LAYOUT, Route, is_client_id, is_upload_name, route
+from dataharvest.persistence.routing import (
+    KEY_LAYOUT,
+    Route,
+    is_client_id,
+    is_upload_name,
+    route_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -23,7 +29,7 @@ from dataharvest.persistence.routing import KEY_LAYOUT, Route, is_client_id, is_
     ],
 )
 def test_routable_keys(key: str, expected: Route) -> None:
-    assert route(key) == expected
+    assert route_of(key) == expected
 
 
 @pytest.mark.parametrize(
@@ -45,17 +51,17 @@ def test_routable_keys(key: str, expected: Route) -> None:
 )
 def test_unroutable_keys_say_why(key: str, reason: str) -> None:
     with pytest.raises(UnroutableKey) as raised:
-        route(key)
+        route_of(key)
     assert reason in raised.value.reason
     assert raised.value.key == key
 
 
 def test_lock_name_and_date_key_identify_the_input() -> None:
-    target = route("acme/accounts_20240102.csv.gz")
-    assert target.date_key == "20240102"
-    assert target.lock_name == "persistence/acme/accounts/20240102"
+    route = route_of("acme/accounts_20240102.csv.gz")
+    assert route.date_key == "20240102"
+    assert route.lock_name == "persistence/acme/accounts/20240102"
     # .csv and .csv.gz of the same day are versions of the same input.
-    assert route("acme/accounts_20240102.csv").lock_name == target.lock_name
+    assert route_of("acme/accounts_20240102.csv").lock_name == route.lock_name
 
 
 @pytest.mark.parametrize(
@@ -85,7 +91,7 @@ def test_lock_name_and_date_key_identify_the_input() -> None:
 )
 def test_keys_match_as_a_whole(key: str, reason: str) -> None:
     with pytest.raises(UnroutableKey) as raised:
-        route(key)
+        route_of(key)
     assert reason in raised.value.reason
 
 
@@ -94,7 +100,7 @@ def test_a_key_of_1024_bytes_is_unroutable_and_says_why() -> None:
     key = "acme/accounts_20240102.csvx" + "é" * 498 + "\n"
     assert len(key.encode()) == 1024
     with pytest.raises(UnroutableKey) as raised:
-        route(key)
+        route_of(key)
     assert raised.value.reason == f"file name {key[5:]!r} does not match {KEY_LAYOUT}"
 
 

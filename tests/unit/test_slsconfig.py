@@ -45,3 +45,32 @@ def test_file_variable_with_a_missing_key_names_the_variable(tmp_path: Path) -> 
 
     with pytest.raises(KeyError, match=r"file\(\./common\.yml\):nope"):
         slsconfig.load(path)
+
+
+@pytest.mark.parametrize(
+    ("folder", "queue", "user"),
+    [
+        ("sum_deposit_transformer", "sum-deposit-transformer", "sum_deposit_transformer"),
+        ("tax_transformer", "tax-transformer", "tax_transformer"),
+        ("transaction_transformer", "transaction-transformer", "transaction_transformer"),
+        ("relationship_transformer", "relationship-transformer", "relationship_transformer"),
+    ],
+)
+def test_summary_transformers_share_one_file_with_their_own_names(
+    folder: str, queue: str, user: str
+) -> None:
+    path = slsconfig.REPO_ROOT / "services" / folder / "serverless.yml"
+
+    data = slsconfig.load(path, stage="local").data
+
+    environment = data["provider"]["environment"]
+    assert environment["DATABASE_USER"] == f"dataharvest_{user}_fn"
+    assert environment["POWERTOOLS_SERVICE_NAME"] == queue
+    queues = data["resources"]["Resources"]
+    assert queues["WorkQueue"]["Properties"]["QueueName"] == f"dataharvest-local-{queue}"
+    assert queues["WorkDeadLetterQueue"]["Properties"]["QueueName"] == (
+        f"dataharvest-local-{queue}-dlq"
+    )
+    statements = data["functions"]["transform"]["iamRoleStatements"]
+    connect = next(s for s in statements if s["Action"] == ["rds-db:connect"])
+    assert connect["Resource"]["Fn::Join"][1][-1] == f"/dataharvest_{user}_fn"

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dataharvest.config import load_settings
+from dataharvest.config import read_environment
 from dataharvest.metastore import INPUT_PREFIX, plain
 from dataharvest_local import ops_commands, ops_stage, security_commands
 
@@ -32,7 +32,7 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def home() -> Path:
-    return load_settings().home
+    return read_environment().home
 
 
 # -- stack ---------------------------------------------------------------------------------
@@ -456,7 +456,7 @@ def cmd_transformers(args: argparse.Namespace) -> int:
         out.print(table)
         return 0
     if args.action == "register":
-        entry = registry.register(Path(args.target), load_settings().stage)
+        entry = registry.register(Path(args.target), read_environment().stage)
         console.print(f"registered {entry.name} -> {entry.target}")
     elif args.action in ("enable", "disable"):
         entry = registry.set_enabled(args.target, args.action == "enable")
@@ -581,7 +581,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     ops_commands.ensure_stack()
     sqs = boto3.client("sqs")
-    stage = load_settings().stage
+    stage = read_environment().stage
     try:
         chosen = dlq.select(dlq.queues(sqs, stage), args.queue, stage)
     except dlq.UnknownQueue as error:
@@ -723,13 +723,13 @@ LAKE_EXPORTER = "lake_exporter"
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from dataharvest.lake.settings import load_lake_settings
+    from dataharvest.lake.location import read_lake_location
     from dataharvest_local import client
     from dataharvest_local import lake_query as query
 
     client.ensure_stack(home())
     try:
-        result = query.run_query(args.sql, load_lake_settings())
+        result = query.run_query(args.sql, read_lake_location())
     except query.QueryError as error:
         print(f"dataharvest query: {error}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 
 from dataharvest.lake import catalog as lake_catalog
-from dataharvest.lake.settings import LakeSettings
+from dataharvest.lake.location import LakeLocation
 from dataharvest.lake.tables import LAKE_TABLES
 
 TABLE_NAME = re.compile(r"\b(raw|etl|audit)\s*\.\s*([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
@@ -44,7 +44,7 @@ def referenced_tables(sql_text: str) -> list[str]:
     return sorted(names)
 
 
-def run_query(sql_text: str, lake: LakeSettings, cat: Catalog | None = None) -> QueryResult:
+def run_query(sql_text: str, lake: LakeLocation, cat: Catalog | None = None) -> QueryResult:
     cat = cat or lake_catalog.catalog()
     con = duckdb.connect()
     try:

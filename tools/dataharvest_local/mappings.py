@@ -185,26 +185,26 @@ class SqsMapping(Mapping):
         self.report_failures = report_failures
         self.retry_delay_cap = retry_delay_cap
         self.crash_retry_s = crash_retry_s
-        self._queue_settings: tuple[int, int | None] | None = None
+        self._queue_attributes: tuple[int, int | None] | None = None
 
-    def queue_settings(self) -> tuple[int, int | None]:
+    def queue_attributes(self) -> tuple[int, int | None]:
         """(visibility timeout, maxReceiveCount or None), read once."""
-        if self._queue_settings is None:
+        if self._queue_attributes is None:
             attributes = self.sqs.get_queue_attributes(
                 QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
             )["Attributes"]
             policy = json.loads(attributes.get("RedrivePolicy") or "{}")
             max_receives = policy.get("maxReceiveCount")
-            self._queue_settings = (
+            self._queue_attributes = (
                 int(attributes.get("VisibilityTimeout", 30)),
                 int(max_receives) if max_receives else None,
             )
-        return self._queue_settings
+        return self._queue_attributes
 
     def retry_delay(self, crashed: bool) -> int:
         """When a failed message comes back: the queue's visibility timeout as in AWS, unless
         the stack caps it; a crashed invocation's after a short delay."""
-        delay = self.queue_settings()[0]
+        delay = self.queue_attributes()[0]
         if self.retry_delay_cap is not None:
             delay = min(delay, self.retry_delay_cap)
         if crashed:
@@ -272,7 +272,7 @@ class SqsMapping(Mapping):
     def _retry_later(
         self, failed: list[dict[str, Any]], errors: dict[str, str], crashed: bool
     ) -> None:
-        visibility, max_receives = self.queue_settings()
+        visibility, max_receives = self.queue_attributes()
         delay = self.retry_delay(crashed)
         for r in failed:
             if delay != visibility:

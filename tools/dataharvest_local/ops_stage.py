@@ -89,7 +89,7 @@ def use(stage: str) -> StageResources:
         os.environ["DATABASE_URL"] = database_url_from_secret(found.database_secret)
     from dataharvest import config, metastore
 
-    config.settings.cache_clear()
+    config.environment.cache_clear()
     metastore.table.cache_clear()
     return found
 

@@ -228,7 +228,7 @@ class LocalStack:
         from dataharvest import config, metastore, registry
 
         os.environ.update(self.info.client_environment())
-        config.settings.cache_clear()
+        config.environment.cache_clear()
         metastore.table.cache_clear()
         services = slsconfig.REPO_ROOT / "services"
         loaded = self.service_files if self.service_files is not None else slsconfig.service_files()

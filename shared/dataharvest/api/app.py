@@ -276,9 +276,9 @@ def _sqs() -> Any:
 
 def _queues(sqs: Any, name: str | None) -> list[Any]:
     from dataharvest import dlq
-    from dataharvest.config import settings
+    from dataharvest.config import environment
 
-    stage = settings().stage
+    stage = environment().stage
     try:
         return dlq.select(dlq.queues(sqs, stage), name, stage)
     except dlq.UnknownQueue as error:
@@ -376,11 +376,11 @@ class RegisterRequest(BaseModel):
 
 @app.post("/registry", summary="register (or replace) a transformer's registry entry")
 def registry_register(request: RegisterRequest) -> Response[dict[str, Any]]:
-    from dataharvest.config import settings
+    from dataharvest.config import environment
 
     _note("registry.register", request.name, request.model_dump(mode="json"))
     sqs = _sqs()
-    queue_name = request.target_queue.format(stage=settings().stage)
+    queue_name = request.target_queue.format(stage=environment().stage)
     try:
         target = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist:

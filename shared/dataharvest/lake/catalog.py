@@ -13,13 +13,13 @@ import psycopg
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.table import Table
 
-from dataharvest.lake.settings import LakeSettings, load_lake_settings
+from dataharvest.lake.location import LakeLocation, read_lake_location
 
 # The tables pyiceberg's SQL catalog keeps (locally, in the public schema of our database).
 SQL_CATALOG_TABLES = ("iceberg_tables", "iceberg_namespace_properties")
 
 
-def _file_io_properties(lake: LakeSettings) -> dict[str, str]:
+def _file_io_properties(lake: LakeLocation) -> dict[str, str]:
     props = {"s3.region": lake.region}
     if lake.endpoint_url:
         props["s3.endpoint"] = lake.endpoint_url
@@ -29,7 +29,7 @@ def _file_io_properties(lake: LakeSettings) -> dict[str, str]:
     return props
 
 
-def open_catalog(lake: LakeSettings) -> Catalog:
+def open_catalog(lake: LakeLocation) -> Catalog:
     props = {"warehouse": lake.warehouse, **_file_io_properties(lake)}
     if lake.database_url:
         # SQLAlchemy names the psycopg 3 driver explicitly.
@@ -41,15 +41,15 @@ def open_catalog(lake: LakeSettings) -> Catalog:
 @lru_cache(maxsize=1)
 def catalog() -> Catalog:
     """The catalog of this process (a Lambda instance keeps it across invocations)."""
-    return open_catalog(load_lake_settings())
+    return open_catalog(read_lake_location())
 
 
-def identifier(lake: LakeSettings, pg_name: str) -> tuple[str, str]:
+def identifier(lake: LakeLocation, pg_name: str) -> tuple[str, str]:
     schema, _, table = pg_name.partition(".")
     return lake.namespace(schema), table
 
 
-def load(lake: LakeSettings, pg_name: str, cat: Catalog | None = None) -> Table:
+def load(lake: LakeLocation, pg_name: str, cat: Catalog | None = None) -> Table:
     return (cat or catalog()).load_table(identifier(lake, pg_name))
 
 

@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 from dataharvest.lake import catalog as lake_catalog
 from dataharvest.lake import stream, tables
 from dataharvest.lake.exceptions import LakeCommitConflict
-from dataharvest.lake.settings import LakeSettings, load_lake_settings
+from dataharvest.lake.location import LakeLocation, read_lake_location
 from dataharvest.observability import logger
 from dataharvest.work import WorkMessage
 
@@ -51,7 +51,7 @@ class SliceFiles:
     rows: int
 
 
-def ensure_table(cat: Catalog, lake: LakeSettings, table: tables.LakeTable) -> Table:
+def ensure_table(cat: Catalog, lake: LakeLocation, table: tables.LakeTable) -> Table:
     namespace, name = lake_catalog.identifier(lake, table.pg_name)
     try:
         return cat.load_table((namespace, name))
@@ -133,7 +133,7 @@ def commit_slice(
 
 def export_slice(
     conn: psycopg.Connection,
-    lake: LakeSettings,
+    lake: LakeLocation,
     client_id: str,
     day: date,
     still_current: Callable[[], bool],
@@ -174,7 +174,7 @@ def export_work(
     deletes the slice; each snapshot names the message that made it."""
     return export_slice(
         conn,
-        load_lake_settings(),
+        read_lake_location(),
         message.client_id,
         datetime.strptime(message.business_date, "%Y%m%d").date(),
         still_current,

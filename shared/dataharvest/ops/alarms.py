@@ -31,7 +31,7 @@ from typing import Any
 import boto3
 
 from dataharvest import db
-from dataharvest.config import resource_name, settings
+from dataharvest.config import environment, resource_name
 from dataharvest.observability import logger
 
 # Alarm keys -> name suffix (the alarm's name is dataharvest-<stage>-<suffix>).
@@ -47,7 +47,7 @@ LOCAL_FLAG = "DATAHARVEST_LOCAL_ALARMS"
 
 
 def alarm_name(key: str, stage: str | None = None) -> str:
-    return resource_name(stage or settings().stage, f"alarm-{key}")
+    return resource_name(stage or environment().stage, f"alarm-{key}")
 
 
 def local() -> bool:

@@ -322,7 +322,7 @@ def input_arrived(
     conn: psycopg.Connection, client_id: str, entity: str, business_date: date
 ) -> bool:
     """Persistence published a load of the input: a late record of it is cleared (the item's
-    flag goes with the same metastore write, publish.input_attributes)."""
+    flag goes with the same metastore write, mark.input_attributes)."""
     cleared = conn.execute(
         "UPDATE audit.late_inputs SET cleared_at = clock_timestamp() WHERE client_id = %s "
         "AND entity = %s AND business_date = %s AND cleared_at IS NULL",

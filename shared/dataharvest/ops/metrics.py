@@ -16,7 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from dataharvest.config import settings
+from dataharvest.config import environment
 from dataharvest.observability import logger
 
 # Metric names (the dashboards and alarms in services/operations/serverless.yml use them).
@@ -41,7 +41,7 @@ Seconds = MetricUnit.Seconds
 
 def namespace(stage: str | None = None) -> str:
     """`DataHarvest/<stage>`: the metrics of each stage apart."""
-    return f"DataHarvest/{stage or settings().stage}"
+    return f"DataHarvest/{stage or environment().stage}"
 
 
 def in_lambda() -> bool:

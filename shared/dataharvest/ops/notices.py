@@ -27,7 +27,7 @@ import boto3
 import psycopg
 from psycopg.types.json import Jsonb
 
-from dataharvest.config import settings
+from dataharvest.config import environment
 from dataharvest.ops import metrics
 from dataharvest.ops.metrics import PARTNER_NOTICES_SENT
 
@@ -104,7 +104,7 @@ def notify(conn: psycopg.Connection, notice: Notice) -> bool:
 
 def send_pending(conn: psycopg.Connection, client_id: str) -> int:
     """Send the client's unpublished notices to the result queue; returns how many."""
-    queue_url = settings().result_queue_url
+    queue_url = environment().result_queue_url
     if not queue_url:
         raise NoticeError("RESULT_QUEUE_URL is not set: no result queue to send notices to")
     sqs = boto3.client("sqs")

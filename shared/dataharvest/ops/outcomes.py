@@ -2,8 +2,8 @@
 notice and the alarm of a whole-file rejection, the rejection-ratio alarm, clearing a late
 input), and the answers the CLI prints per key (`dataharvest run` / `remove` / `uploads`).
 
-`input_published` is called by persistence every time it makes the metastore show a load
-(publish.publish_input), after the database commit: on the first delivery and on every
+`input_marked` is called by persistence every time it makes the metastore show a load
+(mark.mark_input), after the database commit: on the first delivery and on every
 redelivery of the same version. Everything in it is idempotent (notices once per cause), and
 the metrics are counted only when the metastore write happened (`written`), i.e. once per load.
 """
@@ -51,7 +51,7 @@ def file_name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
-def input_published(
+def input_marked(
     conn: psycopg.Connection,
     client_id: str,
     entity: str,

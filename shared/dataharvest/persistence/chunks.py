@@ -41,13 +41,13 @@ from psycopg import sql
 from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, DataError
 from psycopg.rows import dict_row
 
-from dataharvest.config import settings as env_settings
+from dataharvest.config import environment
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
 from dataharvest.persistence import fastpath, source, storage, validate
 from dataharvest.persistence.exceptions import FileRejected, refused_by_database
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
-from dataharvest.persistence.publish import publish_input
+from dataharvest.persistence.mark import mark_input
 from dataharvest.persistence.records import (
     LoadRecord,
     complete_load,
@@ -93,7 +93,7 @@ def split(raw: Iterator[bytes], chunk_bytes: int) -> tuple[bytes, list[Chunk]]:
     quotes = 0  # quote characters before the current block
     newlines = 0  # line ends before the current block
     boundaries: list[tuple[int, int]] = []  # (byte offset, line a chunk starts on)
-    target = 0
+    next_cut = 0
     pending = b""
     for block in raw:
         if header is None:
@@ -109,8 +109,8 @@ def split(raw: Iterator[bytes], chunk_bytes: int) -> tuple[bytes, list[Chunk]]:
             block, pending = pending, b""
             header = block[:end].removesuffix(b"\r")
             boundaries.append((end + 1, 2))
-            target = end + 1 + chunk_bytes
-        position = max(target - offset, 0)
+            next_cut = end + 1 + chunk_bytes
+        position = max(next_cut - offset, 0)
         while position < len(block):
             newline = block.find(b"\n", position)
             while newline >= 0 and (quotes + block.count(b'"', 0, newline)) % 2:
@@ -118,8 +118,8 @@ def split(raw: Iterator[bytes], chunk_bytes: int) -> tuple[bytes, list[Chunk]]:
             if newline < 0:
                 break
             boundaries.append((offset + newline + 1, newlines + block.count(b"\n", 0, newline) + 2))
-            target = offset + newline + 1 + chunk_bytes
-            position = target - offset
+            next_cut = offset + newline + 1 + chunk_bytes
+            position = next_cut - offset
         offset += len(block)
         quotes += block.count(b'"')
         newlines += block.count(b"\n")
@@ -136,7 +136,7 @@ def split(raw: Iterator[bytes], chunk_bytes: int) -> tuple[bytes, list[Chunk]]:
 
 
 def plan_load(
-    target: Route, obj: source.ObjectVersion, settings: ClientSettings, chunk_bytes: int
+    route: Route, obj: source.ObjectVersion, settings: ClientSettings, chunk_bytes: int
 ) -> tuple[HeaderMap, Plan]:
     """Read the object once: header check, chunk boundaries, hash (FileRejected if bad)."""
     if obj.size > settings.max_inflated_bytes:
@@ -151,7 +151,7 @@ def plan_load(
         sha256 = stream.sha256()
     finally:
         stream.close()
-    entity = ENTITIES[target.entity]
+    entity = ENTITIES[route.entity]
     names = parse_header(header_line.removeprefix(source.UTF8_BOM))
     header = match_header(names, entity, settings.aliases(entity.name))
     return header, Plan(chunks, sha256)
@@ -159,7 +159,7 @@ def plan_load(
 
 def record_plan(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     obj: source.ObjectVersion,
     load_id: int,
     header: HeaderMap,
@@ -172,9 +172,9 @@ def record_plan(
         "VALUES (%s, %s, %s, %s, %s, %s, %s, 'staging', %s, false)",
         (
             load_id,
-            target.client_id,
-            target.business_date,
-            target.entity,
+            route.client_id,
+            route.business_date,
+            route.entity,
             obj.key,
             obj.version,
             plan.sha256,
@@ -201,9 +201,9 @@ def record_plan(
                     load_id,
                     c.chunk,
                     len(plan.chunks),
-                    target.client_id,
-                    target.business_date,
-                    target.entity,
+                    route.client_id,
+                    route.business_date,
+                    route.entity,
                     obj.key,
                     obj.version,
                     c.byte_start,
@@ -220,33 +220,33 @@ def record_plan(
     )
 
 
-def staging_load(conn: psycopg.Connection, target: Route, key: str, version: str) -> int | None:
+def staging_load(conn: psycopg.Connection, route: Route, key: str, version: str) -> int | None:
     """The load of exactly this object version still staging, if any."""
     row = conn.execute(
         "SELECT load_id FROM audit.file_loads WHERE client_id = %s AND entity = %s "
         "AND business_date = %s AND source_key = %s AND source_version = %s "
         "AND status = 'staging'",
-        (target.client_id, target.entity, target.business_date, key, version),
+        (route.client_id, route.entity, route.business_date, key, version),
     ).fetchone()
     return row[0] if row else None
 
 
-def abandon_other_loads(conn: psycopg.Connection, target: Route) -> None:
+def abandon_other_loads(conn: psycopg.Connection, route: Route) -> None:
     """Loads of the input still staging will never be committed: a newer state is decided."""
     rows = conn.execute(
         "SELECT load_id FROM audit.file_loads WHERE client_id = %s AND entity = %s "
         "AND business_date = %s AND status = 'staging'",
-        (target.client_id, target.entity, target.business_date),
+        (route.client_id, route.entity, route.business_date),
     ).fetchall()
     for (load_id,) in rows:
-        _abandon(conn, target, load_id, "overtaken by a newer version of the input")
+        _abandon(conn, route, load_id, "overtaken by a newer version of the input")
 
 
-def _abandon(conn: psycopg.Connection, target: Route, load_id: int, reason: str) -> None:
-    storage.drop_unattached_leaves(conn, target.entity, load_id)
+def _abandon(conn: psycopg.Connection, route: Route, load_id: int, reason: str) -> None:
+    storage.drop_unattached_leaves(conn, route.entity, load_id)
     conn.execute("DELETE FROM audit.chunk_rejections WHERE load_id = %s", (load_id,))
     complete_load(
-        conn, target, load_id, status="abandoned", rows_total=0, rows_loaded=0,
+        conn, route, load_id, status="abandoned", rows_total=0, rows_loaded=0,
         rows_rejected=0, reason=reason,
     )  # fmt: skip
     logger.info("chunked load abandoned", extra={"load_id": load_id, "reason": reason})
@@ -261,7 +261,7 @@ def dispatch(conn: psycopg.Connection, load_id: int) -> int:
     """Send a message for every chunk of the load not staged yet; returns how many.
 
     Safe to repeat: staging a chunk twice is a no-op the second time."""
-    queue_url = env_settings().chunk_queue_url
+    queue_url = environment().chunk_queue_url
     if not queue_url:
         raise RuntimeError("CHUNK_QUEUE_URL is not set: large files cannot be staged in chunks")
     pending = [
@@ -308,7 +308,7 @@ def stage_chunk(
         if row["staged_at"] is None:
             rejected = _stage(conn, row, fault)
     if rejected is not None:
-        publish_input(_route(row), rejected, conn)
+        mark_input(_route(row), rejected, conn)
         return rejected
     return _commit_if_complete(conn, load_id, fault)
 
@@ -450,27 +450,27 @@ def _keep_rejections(conn: psycopg.Connection, row: dict[str, Any]) -> None:
 def _reject_whole(conn: psycopg.Connection, row: dict[str, Any], reason: str) -> LoadRecord:
     """A chunk found the file unusable (e.g. a quote never closed): the file is rejected
     whole, as if staged in one piece. Runs in the chunk's transaction."""
-    target = _route(row)
-    lock_input(conn, target)
+    route = _route(row)
+    lock_input(conn, route)
     load_id = row["load_id"]
-    storage.drop_unattached_leaves(conn, target.entity, load_id)
+    storage.drop_unattached_leaves(conn, route.entity, load_id)
     conn.execute("DELETE FROM audit.chunk_rejections WHERE load_id = %s", (load_id,))
-    storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
-    delete_rejections(conn, target)
+    storage.swap(conn, route.entity, route.business_date, route.client_id, None, [])
+    delete_rejections(conn, route)
     conn.execute(
         "INSERT INTO audit.rejections (client_id, business_date, entity, source_key, "
         "source_version, reason) VALUES (%s, %s, %s, %s, %s, %s)",
         (
-            target.client_id,
-            target.business_date,
-            target.entity,
+            route.client_id,
+            route.business_date,
+            route.entity,
             row["source_key"],
             row["source_version"],
             reason,
         ),
     )
     record = complete_load(
-        conn, target, load_id, status="rejected", rows_total=0, rows_loaded=0, rows_rejected=0,
+        conn, route, load_id, status="rejected", rows_total=0, rows_loaded=0, rows_rejected=0,
         reason=reason,
     )  # fmt: skip
     logger.warning("file rejected", extra={"load_id": load_id, "reason": reason})
@@ -490,9 +490,9 @@ def commit_load(
         ).fetchone()
     if load is None:
         return None
-    target = _route(load)
+    route = _route(load)
     with conn.transaction():
-        lock_input(conn, target)
+        lock_input(conn, route)
         with conn.cursor(row_factory=dict_row) as cur:
             chunks = cur.execute(
                 "SELECT c.chunk, c.first_line, c.rows_staged, c.rows_rejected, c.staged_at, "
@@ -505,17 +505,17 @@ def commit_load(
         if any(c["staged_at"] is None for c in chunks):
             return None
         obj = source.head(chunks[0]["header"]["bucket"], load["source_key"])
-        current = current_load(conn, target)
+        current = current_load(conn, route)
         if (
             obj is None
             or obj.version != load["source_version"]
             or (current is not None and current.load_id > load_id)
         ):
-            _abandon(conn, target, load_id, "overtaken by a newer version of the input")
+            _abandon(conn, route, load_id, "overtaken by a newer version of the input")
             return None
         leaves = [
             storage.Leaf(
-                storage.leaf_name(target.entity, load_id, c["chunk"]),
+                storage.leaf_name(route.entity, load_id, c["chunk"]),
                 None if c["chunk"] == 0 else c["first_line"],
                 chunks[i + 1]["first_line"] if i + 1 < len(chunks) else None,
             )
@@ -523,11 +523,11 @@ def commit_load(
         ]
         total = sum(c["rows_staged"] for c in chunks)
         loaded = total - sum(c["rows_rejected"] for c in chunks)
-        loaded -= _reject_duplicates(conn, target, load_id, leaves, loaded)
-        record = _finish(conn, target, load_id, leaves, total, loaded)
+        loaded -= _reject_duplicates(conn, route, load_id, leaves, loaded)
+        record = _finish(conn, route, load_id, leaves, total, loaded)
         if fault:
             fault("before_commit")
-    publish_input(target, record, conn)
+    mark_input(route, record, conn)
     return record
 
 
@@ -539,14 +539,14 @@ def _union(leaves: list[storage.Leaf], columns: sql.Composable) -> sql.Composed:
 
 def _reject_duplicates(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     load_id: int,
     leaves: list[storage.Leaf],
     rows: int,
 ) -> int:
     """The within-file key across all chunks: later duplicates leave their leaf and become
     rejections (their value is the key as stored); returns how many."""
-    entity = ENTITIES[target.entity]
+    entity = ENTITIES[route.entity]
     key = sql.Identifier(entity.unique_column.name)
     counted = (
         key
@@ -597,24 +597,24 @@ def _reject_duplicates(
 
 def _finish(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     load_id: int,
     leaves: list[storage.Leaf],
     total: int,
     loaded: int,
 ) -> LoadRecord:
     """Rejections recorded, then the leaves swapped in (or dropped over the threshold)."""
-    settings = get_settings(conn, target.client_id)
+    settings = get_settings(conn, route.client_id)
     rejected = total - loaded
-    delete_rejections(conn, target)
-    day, client = target.business_date, target.client_id
+    delete_rejections(conn, route)
+    day, client = route.business_date, route.client_id
     whole_file = None
     if total and Decimal(rejected) / total > settings.max_reject_ratio:
         whole_file = (
             f"{rejected} of {total} rows rejected ({Decimal(rejected) / total:.1%}), "
             f"more than this client's max_reject_ratio {settings.max_reject_ratio}"
         )
-    lineage = sql.SQL(", ").join(sql.Literal(v) for v in (client, day, target.entity))
+    lineage = sql.SQL(", ").join(sql.Literal(v) for v in (client, day, route.entity))
     columns = sql.SQL(
         "INSERT INTO audit.rejections (client_id, business_date, entity, source_key, "
         "source_version, line_number, column_name, value, reason) "
@@ -637,17 +637,17 @@ def _finish(
     )
     conn.execute("DELETE FROM audit.chunk_rejections WHERE load_id = %s", (load_id,))
     if whole_file is not None:
-        storage.drop_unattached_leaves(conn, target.entity, load_id)
-        storage.swap(conn, target.entity, day, client, None, [])
+        storage.drop_unattached_leaves(conn, route.entity, load_id)
+        storage.swap(conn, route.entity, day, client, None, [])
         record = complete_load(
-            conn, target, load_id, status="rejected", rows_total=total, rows_loaded=0,
+            conn, route, load_id, status="rejected", rows_total=total, rows_loaded=0,
             rows_rejected=rejected, reason=whole_file,
         )  # fmt: skip
         logger.warning("file rejected", extra={"load_id": load_id, "reason": whole_file})
         return record
-    storage.swap(conn, target.entity, day, client, load_id, leaves)
+    storage.swap(conn, route.entity, day, client, load_id, leaves)
     record = complete_load(
-        conn, target, load_id, status="loaded", rows_total=total, rows_loaded=loaded,
+        conn, route, load_id, status="loaded", rows_total=total, rows_loaded=loaded,
         rows_rejected=rejected,
     )  # fmt: skip
     logger.info(
@@ -666,9 +666,9 @@ def abandon_stale_loads(conn: psycopg.Connection) -> list[int]:
     ).fetchall()
     abandoned = []
     for load_id, client_id, entity, business_date, key in rows:
-        target = Route(client_id, entity, business_date, key.endswith(".gz"))
+        route = Route(client_id, entity, business_date, key.endswith(".gz"))
         with conn.transaction():
-            lock_input(conn, target)
-            _abandon(conn, target, load_id, f"chunks not all staged within {STALE_AFTER}")
+            lock_input(conn, route)
+            _abandon(conn, route, load_id, f"chunks not all staged within {STALE_AFTER}")
         abandoned.append(load_id)
     return abandoned

@@ -26,14 +26,14 @@ import psycopg
 from psycopg import sql
 from psycopg.errors import BadCopyFileFormat, CharacterNotInRepertoire, DataError
 
-from dataharvest.config import settings as env_settings
+from dataharvest.config import environment
 from dataharvest.db import shared_connection
 from dataharvest.observability import logger
 from dataharvest.ops import metrics, outcomes
 from dataharvest.persistence import chunks, fastpath, source, storage, validate
 from dataharvest.persistence.exceptions import FileRejected, UnroutableKey, refused_by_database
 from dataharvest.persistence.header import HeaderMap, match_header, parse_header
-from dataharvest.persistence.publish import publish_input
+from dataharvest.persistence.mark import mark_input
 from dataharvest.persistence.records import (
     LoadRecord,
     current_load,
@@ -44,7 +44,7 @@ from dataharvest.persistence.records import (
     reserve_load_id,
     seen_unchanged,
 )
-from dataharvest.persistence.routing import Route, is_client_id, route
+from dataharvest.persistence.routing import Route, is_client_id, route_of
 from dataharvest.persistence.settings import ClientSettings, get_settings
 from dataharvest.persistence.staging import (
     STAGING,
@@ -90,19 +90,19 @@ def load_upload(
         _load_snapshot(bucket, key, event_name, conn or shared_connection())
         return None
     try:
-        target = route(key)
+        route = route_of(key)
     except UnroutableKey as error:
         _record_unroutable(conn or shared_connection(), bucket, key, event_name, error)
         return None
     conn = conn or shared_connection()
     started = time.monotonic()
-    storage.ensure_parents(conn, target.entity, target.business_date, target.client_id)
+    storage.ensure_parents(conn, route.entity, route.business_date, route.client_id)
     staging: list[int] = []  # a large file's load, staged in chunks after this commit
     with conn.transaction():
-        lock_input(conn, target)
-        current = current_load(conn, target)
+        lock_input(conn, route)
+        current = current_load(conn, route)
         obj = source.head(bucket, key)
-        record = _reconcile(conn, target, key, obj, current, staging)
+        record = _reconcile(conn, route, key, obj, current, staging)
         if fault:
             fault("before_commit")
     if fault:
@@ -110,14 +110,14 @@ def load_upload(
     for load_id in staging:
         chunks.dispatch(conn, load_id)
     if record is not None:
-        publish_input(target, record, conn)
+        mark_input(route, record, conn)
     metrics.emit(
         "persistence",
-        target.entity,
+        route.entity,
         metrics.LOAD_SECONDS,
         time.monotonic() - started,
         metrics.Seconds,
-        client_id=target.client_id,
+        client_id=route.client_id,
         key=key,
     )
     return record
@@ -137,7 +137,7 @@ def _load_snapshot(bucket: str, key: str, event_name: str, conn: psycopg.Connect
 
 def _reconcile(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     key: str,
     obj: source.ObjectVersion | None,
     current: LoadRecord | None,
@@ -145,90 +145,90 @@ def _reconcile(
 ) -> LoadRecord | None:
     if obj is None:
         if current and current.source_key == key and current.status != "retracted":
-            record = retract(conn, target, key=key, reason=None)
-            logger.info("input retracted", extra=_log(target, record))
+            record = retract(conn, route, key=key, reason=None)
+            logger.info("input retracted", extra=_log(route, record))
             return record
         return current  # deleted before it was loaded, or replaced from another key
     if current and current.is_version(key, obj.version):
         return current  # a redelivery, or an older event: this version is already current
-    in_flight = chunks.staging_load(conn, target, key, obj.version)
+    in_flight = chunks.staging_load(conn, route, key, obj.version)
     if in_flight is not None:
         staging.append(in_flight)  # a redelivery while its chunks stage: send what is left
         return current
-    settings = get_settings(conn, target.client_id)
+    settings = get_settings(conn, route.client_id)
     if current and current.content_sha256:
-        earlier = seen_unchanged(conn, target, key, obj.version)
+        earlier = seen_unchanged(conn, route, key, obj.version)
         if earlier and _same_content(current, obj, earlier, settings):
             return current  # a redelivery of identical content, found so before
-    return _load_version(conn, target, obj, current, settings, staging)
+    return _load_version(conn, route, obj, current, settings, staging)
 
 
-def retract(conn: psycopg.Connection, target: Route, *, key: str, reason: str | None) -> LoadRecord:
+def retract(conn: psycopg.Connection, route: Route, *, key: str, reason: str | None) -> LoadRecord:
     """The input has no rows any more (its object was deleted, or its date expired)."""
-    chunks.abandon_other_loads(conn, target)
-    storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
-    delete_rejections(conn, target)
+    chunks.abandon_other_loads(conn, route)
+    storage.swap(conn, route.entity, route.business_date, route.client_id, None, [])
+    delete_rejections(conn, route)
     return record_load(
-        conn, target, key=key, version=None, sha256=None, status="retracted", reason=reason
+        conn, route, key=key, version=None, sha256=None, status="retracted", reason=reason
     )
 
 
 def _load_version(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     obj: source.ObjectVersion,
     current: LoadRecord | None,
     settings: ClientSettings,
     staging: list[int],
 ) -> LoadRecord | None:
-    entity = ENTITIES[target.entity]
+    entity = ENTITIES[route.entity]
     load_id = reserve_load_id(conn)
     # An older version still staging in chunks will never be current now.
-    chunks.abandon_other_loads(conn, target)
-    chunk_bytes = env_settings().chunk_bytes
-    if target.gzip and obj.size > chunks.MAX_GZIP_BYTES:
+    chunks.abandon_other_loads(conn, route)
+    chunk_bytes = environment().chunk_bytes
+    if route.gzip and obj.size > chunks.MAX_GZIP_BYTES:
         reason = (
             f"the gzip file is {obj.size:,} bytes; gzip files load in one piece, at most "
             f"{chunks.MAX_GZIP_BYTES:,} bytes: upload it uncompressed (large files load in "
             "parallel chunks) or split it"
         )
-        return _reject_file(conn, target, obj, current, settings, load_id, reason)
-    if not target.gzip and obj.size > chunk_bytes:
+        return _reject_file(conn, route, obj, current, settings, load_id, reason)
+    if not route.gzip and obj.size > chunk_bytes:
         try:
-            header, plan = chunks.plan_load(target, obj, settings, chunk_bytes)
+            header, plan = chunks.plan_load(route, obj, settings, chunk_bytes)
         except FileRejected as rejection:
-            return _reject_file(conn, target, obj, current, settings, load_id, rejection.reason)
+            return _reject_file(conn, route, obj, current, settings, load_id, rejection.reason)
         if _same_content(current, obj, plan.sha256, settings):
-            return _unchanged(conn, target, obj, plan.sha256, current)
-        chunks.record_plan(conn, target, obj, load_id, header, plan)
+            return _unchanged(conn, route, obj, plan.sha256, current)
+        chunks.record_plan(conn, route, obj, load_id, header, plan)
         staging.append(load_id)
         return current
     try:
         # A savepoint: when PostgreSQL refuses a value, the transaction can still record that.
         with conn.transaction():
-            staged = _stage(conn, obj, target, entity, settings, load_id)
+            staged = _stage(conn, obj, route, entity, settings, load_id)
     except FileRejected as rejection:
-        return _reject_file(conn, target, obj, current, settings, load_id, rejection.reason)
+        return _reject_file(conn, route, obj, current, settings, load_id, rejection.reason)
     except psycopg.Error as error:
         if (refusal := refused_by_database(error, entity.unique_column.name)) is None:
             raise
-        return _reject_file(conn, target, obj, current, settings, load_id, refusal)
+        return _reject_file(conn, route, obj, current, settings, load_id, refusal)
     if _same_content(current, obj, staged.sha256, settings):
         storage.drop_leaf(conn, staged.leaf)
-        return _unchanged(conn, target, obj, staged.sha256, current)
-    return _commit(conn, target, obj, load_id, staged, settings)
+        return _unchanged(conn, route, obj, staged.sha256, current)
+    return _commit(conn, route, obj, load_id, staged, settings)
 
 
 def _commit(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     obj: source.ObjectVersion,
     load_id: int,
     staged: StagedLoad,
     settings: ClientSettings,
 ) -> LoadRecord:
     """Make the staged version current, or reject it whole over the client's threshold."""
-    delete_rejections(conn, target)
+    delete_rejections(conn, route)
     rows = staged.rows_total
     rejected = rows - staged.rows_loaded
     ratio = settings.max_reject_ratio
@@ -241,44 +241,44 @@ def _commit(
         "rows_rejected": rejected,
         "ignored_columns": staged.header.ignored,
     }
-    day, client = target.business_date, target.client_id
+    day, client = route.business_date, route.client_id
     if rows and Decimal(rejected) / rows > ratio:
         # Over the client's threshold the file is rejected whole: nothing of it stays loaded.
         storage.drop_leaf(conn, staged.leaf)
-        storage.swap(conn, target.entity, day, client, None, [])
+        storage.swap(conn, route.entity, day, client, None, [])
         reason = (
             f"{rejected} of {rows} rows rejected ({Decimal(rejected) / rows:.1%}), "
             f"more than this client's max_reject_ratio {ratio}"
         )
-        _store_rejections(conn, target, obj, whole_file_reason=reason)
-        record = record_load(conn, target, status="rejected", reason=reason, **common)
-        logger.warning("file rejected", extra=_log(target, record))
+        _store_rejections(conn, route, obj, whole_file_reason=reason)
+        record = record_load(conn, route, status="rejected", reason=reason, **common)
+        logger.warning("file rejected", extra=_log(route, record))
         return record
-    storage.swap(conn, target.entity, day, client, load_id, [staged.leaf])
-    _store_rejections(conn, target, obj)
-    record = record_load(conn, target, status="loaded", rows_loaded=staged.rows_loaded, **common)
-    logger.info("file loaded", extra={**_log(target, record), "path": staged.path})
+    storage.swap(conn, route.entity, day, client, load_id, [staged.leaf])
+    _store_rejections(conn, route, obj)
+    record = record_load(conn, route, status="loaded", rows_loaded=staged.rows_loaded, **common)
+    logger.info("file loaded", extra={**_log(route, record), "path": staged.path})
     return record
 
 
 def _stage(
     conn: psycopg.Connection,
     obj: source.ObjectVersion,
-    target: Route,
+    route: Route,
     entity: Entity,
     settings: ClientSettings,
     load_id: int,
 ) -> StagedLoad:
     """The file's good rows in a new leaf of load `load_id`, its rejections in pg_temp.rejects."""
     limits = settings.inflation_limits
-    stream = source.SourceStream(obj, target.gzip, limits)
+    stream = source.SourceStream(obj, route.gzip, limits)
     try:
         header_line, body = source.split_header(stream.chunks())
         header = match_header(parse_header(header_line), entity, settings.aliases(entity.name))
         plain = fastpath.plan(entity, header)
         try:
             with conn.transaction():
-                leaf = _new_leaf(conn, target, load_id)
+                leaf = _new_leaf(conn, route, load_id)
                 rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, 2)
                 if _has_duplicates(conn, entity, leaf, loaded):
                     # Rare: the staged path reports each later duplicate exactly.
@@ -289,14 +289,14 @@ def _stage(
             logger.info(
                 "the file needs the staged path",
                 extra={
-                    **_route_log(target),
+                    **_route_log(route),
                     "why": str(why).splitlines()[0] if str(why) else type(why).__name__,
                 },
             )
     finally:
         stream.close()
-    staged_rows, sha256 = _copy_to_staging(conn, obj, target, header, limits)
-    leaf = _new_leaf(conn, target, load_id)
+    staged_rows, sha256 = _copy_to_staging(conn, obj, route, header, limits)
+    leaf = _new_leaf(conn, route, load_id)
     conn.execute(validate.create_rejects())
     loaded = conn.execute(validate.insert_rows(entity, header, leaf.identifier, False)).rowcount
     duplicates = 0
@@ -313,8 +313,8 @@ def _stage(
     return StagedLoad(header, leaf, staged_rows, loaded, sha256, "staged")
 
 
-def _new_leaf(conn: psycopg.Connection, target: Route, load_id: int) -> storage.Leaf:
-    return storage.create_leaf(conn, target.entity, target.business_date, target.client_id, load_id)
+def _new_leaf(conn: psycopg.Connection, route: Route, load_id: int) -> storage.Leaf:
+    return storage.create_leaf(conn, route.entity, route.business_date, route.client_id, load_id)
 
 
 def _has_duplicates(
@@ -330,13 +330,13 @@ def _has_duplicates(
 def _copy_to_staging(
     conn: psycopg.Connection,
     obj: source.ObjectVersion,
-    target: Route,
+    route: Route,
     header: HeaderMap,
     limits: source.InflationLimits,
 ) -> tuple[int, str]:
     """The body in pg_temp.staging (COPY, or the record-by-record parser when COPY refuses
     the file's shape); returns the records staged and the object's hash."""
-    stream = source.SourceStream(obj, target.gzip, limits)
+    stream = source.SourceStream(obj, route.gzip, limits)
     try:
         _, body = source.split_header(stream.chunks())
         try:
@@ -347,11 +347,11 @@ def _copy_to_staging(
         except (BadCopyFileFormat, CharacterNotInRepertoire) as error:
             logger.info(
                 "COPY refused the file; parsing it record by record",
-                extra={**_route_log(target), "copy_error": str(error).splitlines()[0]},
+                extra={**_route_log(route), "copy_error": str(error).splitlines()[0]},
             )
     finally:
         stream.close()
-    stream = source.SourceStream(obj, target.gzip, limits)
+    stream = source.SourceStream(obj, route.gzip, limits)
     try:
         _, body = source.split_header(stream.chunks())
         with conn.transaction():
@@ -364,13 +364,13 @@ def _copy_to_staging(
 
 def _store_rejections(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     obj: source.ObjectVersion,
     whole_file_reason: str | None = None,
 ) -> None:
     lineage = sql.SQL(", ").join(
         sql.Literal(v)
-        for v in (target.client_id, target.business_date, target.entity, obj.key, obj.version)
+        for v in (route.client_id, route.business_date, route.entity, obj.key, obj.version)
     )
     columns = sql.SQL(
         "INSERT INTO audit.rejections (client_id, business_date, entity, source_key, "
@@ -395,7 +395,7 @@ def _store_rejections(
 
 def _reject_file(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     obj: source.ObjectVersion,
     current: LoadRecord | None,
     settings: ClientSettings,
@@ -403,19 +403,19 @@ def _reject_file(
     reason: str,
 ) -> LoadRecord | None:
     """A whole-file rejection: the input is no longer persisted, and the reason is recorded."""
-    stream = source.SourceStream(obj, target.gzip)
+    stream = source.SourceStream(obj, route.gzip)
     try:
         sha256 = stream.sha256()
     finally:
         stream.close()
     if _same_content(current, obj, sha256, settings):
-        return _unchanged(conn, target, obj, sha256, current)
-    storage.swap(conn, target.entity, target.business_date, target.client_id, None, [])
-    delete_rejections(conn, target)
-    _store_rejections(conn, target, obj, whole_file_reason=reason)
+        return _unchanged(conn, route, obj, sha256, current)
+    storage.swap(conn, route.entity, route.business_date, route.client_id, None, [])
+    delete_rejections(conn, route)
+    _store_rejections(conn, route, obj, whole_file_reason=reason)
     record = record_load(
         conn,
-        target,
+        route,
         load_id=load_id,
         key=obj.key,
         version=obj.version,
@@ -423,7 +423,7 @@ def _reject_file(
         status="rejected",
         reason=reason,
     )
-    logger.warning("file rejected", extra=_log(target, record))
+    logger.warning("file rejected", extra=_log(route, record))
     return record
 
 
@@ -445,14 +445,14 @@ def _same_content(
 
 def _unchanged(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     obj: source.ObjectVersion,
     sha256: str,
     current: LoadRecord | None,
 ) -> LoadRecord | None:
     """Identical content under a new version: remembered, so redeliveries skip the read."""
-    record_load(conn, target, key=obj.key, version=obj.version, sha256=sha256, status="unchanged")
-    logger.info("content unchanged; the current load stays", extra=_route_log(target))
+    record_load(conn, route, key=obj.key, version=obj.version, sha256=sha256, status="unchanged")
+    logger.info("content unchanged; the current load stays", extra=_route_log(route))
     return current
 
 
@@ -475,13 +475,13 @@ def _record_unroutable(
     outcomes.upload_unroutable(conn, client_id, key, error.reason, recorded)
 
 
-def _route_log(target: Route) -> dict[str, str]:
-    return {"client_id": target.client_id, "entity": target.entity, "date": target.date_key}
+def _route_log(route: Route) -> dict[str, str]:
+    return {"client_id": route.client_id, "entity": route.entity, "date": route.date_key}
 
 
-def _log(target: Route, record: LoadRecord) -> dict[str, object]:
+def _log(route: Route, record: LoadRecord) -> dict[str, object]:
     return {
-        **_route_log(target),
+        **_route_log(route),
         "load_id": record.load_id,
         "status": record.status,
         "version": record.source_version,

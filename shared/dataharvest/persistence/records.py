@@ -41,27 +41,27 @@ class LoadRecord:
         return self.source_key == key and self.source_version == version
 
 
-def lock_input(conn: psycopg.Connection, target: Route) -> None:
+def lock_input(conn: psycopg.Connection, route: Route) -> None:
     """Serialize every load of one input until the end of the current transaction."""
-    advisory_xact_lock(conn, target.lock_name)
+    advisory_xact_lock(conn, route.lock_name)
 
 
-def current_load(conn: psycopg.Connection, target: Route) -> LoadRecord | None:
+def current_load(conn: psycopg.Connection, route: Route) -> LoadRecord | None:
     with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
         return cur.execute(
             f"SELECT {COLUMNS} FROM audit.file_loads "
             "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
-            (target.client_id, target.entity, target.business_date),
+            (route.client_id, route.entity, route.business_date),
         ).fetchone()
 
 
-def seen_unchanged(conn: psycopg.Connection, target: Route, key: str, version: str) -> str | None:
+def seen_unchanged(conn: psycopg.Connection, route: Route, key: str, version: str) -> str | None:
     """The content hash of this version if an earlier delivery found it identical to the
     then current load."""
     row = conn.execute(
         "SELECT content_sha256 FROM audit.file_loads WHERE source_key = %s AND source_version = %s"
         " AND client_id = %s AND status = 'unchanged' LIMIT 1",
-        (key, version, target.client_id),
+        (key, version, route.client_id),
     ).fetchone()
     return row[0] if row else None
 
@@ -76,7 +76,7 @@ def reserve_load_id(conn: psycopg.Connection) -> int:
 
 def record_load(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     *,
     load_id: int | None = None,
     key: str,
@@ -92,7 +92,7 @@ def record_load(
     """Append a load to the history; unless it is 'unchanged' it becomes the current one."""
     current = status != "unchanged"
     if current:
-        _no_longer_current(conn, target)
+        _no_longer_current(conn, route)
     with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
         record = cur.execute(
             "INSERT INTO audit.file_loads (load_id, client_id, business_date, entity, "
@@ -103,9 +103,9 @@ def record_load(
             f"RETURNING {COLUMNS}",
             (
                 load_id,
-                target.client_id,
-                target.business_date,
-                target.entity,
+                route.client_id,
+                route.business_date,
+                route.entity,
                 key,
                 version,
                 sha256,
@@ -137,17 +137,17 @@ def record_unroutable(
     return inserted.rowcount == 1
 
 
-def delete_rejections(conn: psycopg.Connection, target: Route) -> None:
+def delete_rejections(conn: psycopg.Connection, route: Route) -> None:
     """Remove the rejections of the input, whichever version they came from."""
     conn.execute(
         "DELETE FROM audit.rejections WHERE client_id = %s AND business_date = %s AND entity = %s",
-        (target.client_id, target.business_date, target.entity),
+        (route.client_id, route.business_date, route.entity),
     )
 
 
 def complete_load(
     conn: psycopg.Connection,
-    target: Route,
+    route: Route,
     load_id: int,
     *,
     status: str,
@@ -160,7 +160,7 @@ def complete_load(
     'rejected'), or 'abandoned' (never current; a newer version overtook it)."""
     current = status in ("loaded", "rejected")
     if current:
-        _no_longer_current(conn, target)
+        _no_longer_current(conn, route)
     with conn.cursor(row_factory=class_row(LoadRecord)) as cur:
         record = cur.execute(
             "UPDATE audit.file_loads SET status = %s, rows_total = %s, rows_loaded = %s, "
@@ -172,10 +172,10 @@ def complete_load(
     return record
 
 
-def _no_longer_current(conn: psycopg.Connection, target: Route) -> None:
+def _no_longer_current(conn: psycopg.Connection, route: Route) -> None:
     """The input's current load steps down (a new one becomes current in the same transaction)."""
     conn.execute(
         "UPDATE audit.file_loads SET is_current = false "
         "WHERE client_id = %s AND entity = %s AND business_date = %s AND is_current",
-        (target.client_id, target.entity, target.business_date),
+        (route.client_id, route.entity, route.business_date),
     )

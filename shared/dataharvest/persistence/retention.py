@@ -23,7 +23,7 @@ from dataharvest.observability import logger
 from dataharvest.persistence import storage
 from dataharvest.persistence.chunks import abandon_stale_loads
 from dataharvest.persistence.load import retract
-from dataharvest.persistence.publish import publish_input
+from dataharvest.persistence.mark import mark_input
 from dataharvest.persistence.records import current_load, lock_input
 from dataharvest.persistence.routing import Route
 
@@ -68,21 +68,21 @@ def apply_retention(
     if client_id is None:
         abandon_stale_loads(conn)  # housekeeping of the same kind: chunked loads never finished
     expired: list[Expired] = []
-    for target, key, days in expired_inputs(conn, today, client_id):
+    for route, key, days in expired_inputs(conn, today, client_id):
         with conn.transaction():
-            lock_input(conn, target)
-            current = current_load(conn, target)
+            lock_input(conn, route)
+            current = current_load(conn, route)
             if current is None or current.status == "retracted" or current.source_key != key:
                 continue  # changed since it was listed: the next run decides again
             reason = (
-                f"expired: business date {target.business_date} is more than {days} days "
+                f"expired: business date {route.business_date} is more than {days} days "
                 f"before {today} (the client's retention)"
             )
-            record = retract(conn, target, key=key, reason=reason)
-        publish_input(target, record, conn)
+            record = retract(conn, route, key=key, reason=reason)
+        mark_input(route, record, conn)
         logger.info("input expired", extra={"key": key, "load_id": record.load_id})
         expired.append(
-            Expired(target.client_id, target.entity, target.business_date, record.load_id, days)
+            Expired(route.client_id, route.entity, route.business_date, record.load_id, days)
         )
     # Empty partitions of days every client has let go of (a load of a day that recent may be
     # about to use its partition).

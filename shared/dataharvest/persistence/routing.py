@@ -49,7 +49,7 @@ def is_upload_name(value: str) -> bool:
     return match is not None and match["entity"] in ENTITIES
 
 
-def route(key: str) -> Route:
+def route_of(key: str) -> Route:
     """The input a key belongs to; raises UnroutableKey with the reason otherwise."""
     parts = key.split("/")
     if len(parts) != 2:

@@ -40,7 +40,7 @@ import boto3
 import psycopg
 
 from dataharvest import metastore, registry
-from dataharvest.config import settings
+from dataharvest.config import environment
 from dataharvest.due import need, upstream
 from dataharvest.ops import metrics
 from dataharvest.transformers.runtime import (
@@ -213,7 +213,7 @@ def send(conn: psycopg.Connection, message: WorkMessage) -> None:
     so a retry (after a timeout or a crash) continues where it stopped, and a chunk re-sent
     after a crash before its commit carries the same deduplication ids.
     """
-    queue_url = settings().result_queue_url
+    queue_url = environment().result_queue_url
     if not queue_url:
         raise PublishError("RESULT_QUEUE_URL is not set: no result queue to publish to")
     sqs = boto3.client("sqs")

@@ -116,7 +116,7 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
         # Also for a redelivered message whose run already committed: a crash (or a failed
         # send) between commit and this call must not lose the effect, so it is idempotent.
         transformer.after_commit(conn, message)
-    _publish_flag(transformer, entry, message, started_at)
+    _mark_flag(transformer, entry, message, started_at)
     if rows is None:
         return RunResult("duplicate")
     log: dict[str, Any] = {"client_id": message.client_id, "business_date": message.business_date}
@@ -243,7 +243,7 @@ def _record_failure(
     )
 
 
-def _publish_flag(
+def _mark_flag(
     transformer: Transformer,
     entry: registry.TransformerEntry,
     message: WorkMessage,

@@ -15,7 +15,7 @@ from dataharvest.config import resource_name
 
 
 @dataclass(frozen=True)
-class LakeSettings:
+class LakeLocation:
     stage: str
     region: str
     bucket: str
@@ -33,10 +33,10 @@ class LakeSettings:
         return re.sub(r"[^a-z0-9_]", "_", f"dataharvest_{self.stage}_{schema}".lower())
 
 
-def load_lake_settings(environ: dict[str, str] | None = None) -> LakeSettings:
+def read_lake_location(environ: dict[str, str] | None = None) -> LakeLocation:
     env = os.environ if environ is None else environ
     stage = env.get("DATAHARVEST_STAGE", "local")
-    return LakeSettings(
+    return LakeLocation(
         stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "eu-west-1",
         bucket=env.get("LAKE_BUCKET") or resource_name(stage, "lake"),

@@ -18,9 +18,9 @@ from dataharvest.persistence.records import LoadRecord
 from dataharvest.persistence.routing import Route
 
 
-def input_attributes(target: Route, record: LoadRecord) -> dict[str, Any]:
+def input_attributes(route: Route, record: LoadRecord) -> dict[str, Any]:
     """The item attributes of one input; None means the attribute is absent."""
-    prefix = metastore.INPUT_PREFIX[target.entity]
+    prefix = metastore.INPUT_PREFIX[route.entity]
     return {
         f"{prefix}_persisted": record.status == "loaded",
         f"{prefix}_version": record.source_version,
@@ -35,36 +35,34 @@ def input_attributes(target: Route, record: LoadRecord) -> dict[str, Any]:
     }
 
 
-def publish_input(
-    target: Route, record: LoadRecord, conn: psycopg.Connection | None = None
-) -> bool:
+def mark_input(route: Route, record: LoadRecord, conn: psycopg.Connection | None = None) -> bool:
     """Make the item show this load, then its operational effects (metrics, partner notices,
     alarms: dataharvest.ops.outcomes, on the caller's connection `conn`, default the process's
     shared one); True when the item was written."""
     from dataharvest.db import shared_connection
     from dataharvest.ops import outcomes
 
-    written = _write_input(target, record)
-    outcomes.input_published(
+    written = _write_input(route, record)
+    outcomes.input_marked(
         conn or shared_connection(),
-        target.client_id,
-        target.entity,
-        target.business_date,
+        route.client_id,
+        route.entity,
+        route.business_date,
         record,
         written,
     )
     return written
 
 
-def _write_input(target: Route, record: LoadRecord) -> bool:
-    wanted = input_attributes(target, record)
-    item = metastore.get_item(target.client_id, target.date_key)
+def _write_input(route: Route, record: LoadRecord) -> bool:
+    wanted = input_attributes(route, record)
+    item = metastore.get_item(route.client_id, route.date_key)
     if all(item.get(name) == value for name, value in wanted.items()):
         return False
-    seq = f"{metastore.INPUT_PREFIX[target.entity]}_seq"
+    seq = f"{metastore.INPUT_PREFIX[route.entity]}_seq"
     written = metastore.update_attributes(
-        target.client_id,
-        target.date_key,
+        route.client_id,
+        route.date_key,
         {name: value for name, value in wanted.items() if value is not None},
         [name for name, value in wanted.items() if value is None],
         condition="attribute_not_exists(#seq) OR #seq <= :seq",
@@ -74,7 +72,7 @@ def _write_input(target: Route, record: LoadRecord) -> bool:
     if written is None:
         logger.info(
             "metastore already shows a newer load of this input; this write is stale",
-            extra={"client_id": target.client_id, "entity": target.entity, "seq": record.load_id},
+            extra={"client_id": route.client_id, "entity": route.entity, "seq": record.load_id},
         )
         return False
     return True
