@@ -84,30 +84,25 @@ def _osls() -> Path:
 
 
 def _ensure_wheelhouse() -> None:
-    """Every wheel requirements-lambda.txt needs, for Lambda's platform, in build/lambda-wheels."""
-    base = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--dest",
-        str(WHEELHOUSE),
-        *PIP_TARGET,
-        "boto3",
-    ]  # boto3 for the artifact check's stand-in of the Lambda runtime
-    # The locked Lambda requirements are hash-checked: pip downloads them on their own (a
-    # command with one hashed requirement wants hashes for all).
-    locked = [*base[: base.index("boto3")], "--require-hashes", "--requirement"]
-    locked.append(str(REPO / "requirements-lambda.txt"))
-    # A service with requirements of its own (the lake exporter's pyarrow, whose current
-    # releases ship for Lambda's x86_64 only as manylinux_2_28 wheels, which Lambda's Amazon
-    # Linux 2023 runs) names them in services/<name>/requirements.txt.
-    wider = ["--platform", "manylinux_2_28_x86_64"]
-    for requirements in sorted((REPO / "services").glob("*/requirements.txt")):
-        base += [*wider, "--requirement", str(requirements)]
-        wider = []
-    for command in (locked, base):
+    """Every wheel the locked Lambda requirements need, for Lambda's platform, in
+    build/lambda-wheels: requirements-lambda.txt and each service's own
+    services/<name>/requirements.txt (scripts/lock-lambda-requirements.py writes them all)."""
+    download = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(WHEELHOUSE)]
+    # boto3 for the artifact check's stand-in of the Lambda runtime.
+    commands = [[*download, *PIP_TARGET, "boto3"]]
+    # Locked lists are hash-checked, each on its own (a command with one hashed requirement
+    # wants hashes for all, and two lists may pin the same wheel).
+    for locked in [
+        REPO / "requirements-lambda.txt",
+        *sorted(REPO.glob("services/*/requirements.txt")),
+    ]:
+        # The lake exporter's pyarrow ships for Lambda's x86_64 only as manylinux_2_28 wheels
+        # (Lambda's Amazon Linux 2023 runs them); its serverless.yml names both platforms.
+        wider = (
+            ["--platform", "manylinux_2_28_x86_64"] if locked.parent.name == "lake_exporter" else []
+        )
+        commands.append([*download, *wider, *PIP_TARGET, "--require-hashes", "-r", str(locked)])
+    for command in commands:
         offline = subprocess.run(
             [*command, "--no-index", "--find-links", str(WHEELHOUSE)],
             capture_output=True,

@@ -272,3 +272,34 @@ def test_query_reads_the_lake_by_postgresql_names(stack_info, client_id, wait_qu
     )
     assert cli.main(["query", "SELECT * FROM raw.nothing_here"]) == 1
     assert "raw.nothing_here is not in the lake" in capsys.readouterr().err
+
+
+def test_slice_stream_hands_over_in_blocks_and_frees_the_connection_when_abandoned(
+    stack_info, db, client_id, wait_quiet, monkeypatch
+):
+    from dataharvest.lake import stream, tables
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    # Blocks of a few rows and a queue of one: the reader thread waits on the writer, the
+    # reader asks again after the end, and a slice spans many handovers.
+    monkeypatch.setattr(stream, "HANDOVER_BYTES", 64)
+    monkeypatch.setattr(stream, "QUEUED_BLOCKS", 1)
+    table = tables.describe(db, "raw.transactions")
+    batches = list(stream.slice_batches(db, table, client_id, DAY))
+    streamed = sorted(tuple(r.values()) for b in batches for r in b.to_pylist())
+    assert streamed == pg_rows(db, "raw.transactions", client_id)
+    # One load: the lineage columns were not copied, yet every row carries them.
+    assert {r[2:4] for r in streamed} == set(
+        db.execute(
+            "SELECT source_key, source_version FROM raw.transactions"
+            " WHERE client_id = %s AND business_date = %s",
+            (client_id, DAY),
+        ).fetchall()
+    )
+    # A caller that stops after the first batch: the COPY is ended and the connection answers.
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 128)
+    abandoned = stream.slice_batches(db, table, client_id, DAY)
+    next(abandoned)
+    abandoned.close()
+    assert db.execute("SELECT 1").fetchone() == (1,)

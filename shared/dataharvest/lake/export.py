@@ -42,6 +42,13 @@ FILE_ROWS = 4_000_000
 # our slice, so refreshing and committing again is safe.
 COMMIT_ATTEMPTS = 8
 SNAPSHOT_PREFIX = "dataharvest."
+TABLE_PROPERTIES = {
+    "write.format.default": "parquet",
+    "write.parquet.compression-codec": "zstd",
+    # Every slice export is a commit that adds a manifest: merging them keeps a scan's
+    # planning (one read per manifest) from growing with the number of exports.
+    "commit.manifest-merge.enabled": "true",
+}
 
 
 @dataclass(frozen=True)
@@ -54,18 +61,20 @@ class SliceFiles:
 def ensure_table(cat: Catalog, lake: LakeLocation, table: tables.LakeTable) -> Table:
     namespace, name = lake_catalog.identifier(lake, table.pg_name)
     try:
-        return cat.load_table((namespace, name))
+        iceberg = cat.load_table((namespace, name))
     except NoSuchTableError:
         cat.create_namespace_if_not_exists(namespace)
         return cat.create_table_if_not_exists(
             (namespace, name),
             schema=table.iceberg_schema,
             partition_spec=table.partition_spec,
-            properties={
-                "write.format.default": "parquet",
-                "write.parquet.compression-codec": "zstd",
-            },
+            properties=TABLE_PROPERTIES,
         )
+    missing = {k: v for k, v in TABLE_PROPERTIES.items() if iceberg.properties.get(k) != v}
+    if missing:  # a table created before a property was added
+        with iceberg.transaction() as tx:
+            tx.set_properties(missing)
+    return iceberg
 
 
 def write_slice(
@@ -121,7 +130,11 @@ def commit_slice(
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tx.delete(where, snapshot_properties=props)
                 if files.paths:
-                    tx.add_files(list(files.paths), snapshot_properties=props)
+                    # The paths are new (a uuid per run): the duplicate check would read
+                    # every manifest of the table for nothing.
+                    tx.add_files(
+                        list(files.paths), snapshot_properties=props, check_duplicate_files=False
+                    )
             return
         except CommitFailedException:
             iceberg.refresh()

@@ -1,16 +1,29 @@
 """Rows of one client and date out of PostgreSQL as Arrow record batches, in bounded memory.
 
 `COPY (SELECT ...) TO STDOUT (FORMAT csv)` streams the rows; pyarrow's incremental CSV reader
-parses them block by block into batches with the lake types, so memory holds one block and one
-batch whatever the size of the slice. CSV keeps NULL (unquoted empty) apart from the empty
+parses them block by block into batches with the lake types, so memory holds a few blocks and
+one batch whatever the size of the slice. CSV keeps NULL (unquoted empty) apart from the empty
 string (quoted), and decimals travel as their exact text.
+
+Two costs are kept off the stream (measured in BENCHMARKS.md, "Lake tier"):
+- Columns with one value in the whole slice are not copied: `client_id` and `business_date`
+  (the slice's own key) always, and the lineage columns of a raw view when the slice is one
+  load (it always is: a slice is one input's current version). They are added to each batch as
+  constant arrays.
+- psycopg hands the COPY over one row at a time (one protocol message each), in Python. A
+  reader thread gathers the rows into blocks of about `HANDOVER_BYTES` while the caller parses
+  and writes the previous block: pyarrow's parsing and Parquet writing release the GIL, so the
+  two overlap on two cores. The queue between them holds at most `QUEUED_BLOCKS` blocks.
 """
 
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -20,57 +33,44 @@ from psycopg import sql
 from dataharvest.lake.tables import LakeTable
 
 BLOCK_BYTES = 8 << 20
-Chunk = bytes | bytearray | memoryview
+HANDOVER_BYTES = 1 << 20
+QUEUED_BLOCKS = 8
+# Columns that hold one value per load: sent once, not once per row, when the slice is one load.
+LINEAGE_COLUMNS = ("source_key", "source_version", "load_id")
 
-
-class _CopyReader(io.RawIOBase):
-    """A read-only file over the chunks of a COPY ... TO STDOUT."""
-
-    def __init__(self, chunks: Iterator[Chunk]):
-        self._chunks = chunks
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+_END = object()
 
 
 def slice_batches(
     conn: psycopg.Connection, table: LakeTable, client_id: str, day: date
 ) -> Iterator[pa.RecordBatch]:
     """The rows of `table` for one client and date, in batches of the lake schema."""
-    query = sql.SQL(
-        "COPY (SELECT {columns} FROM {table} WHERE client_id = {client} AND business_date = {day})"
-        " TO STDOUT (FORMAT csv)"
-    ).format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names),
-        table=sql.Identifier(*table.pg_name.split(".")),
-        client=sql.Literal(client_id),
-        day=sql.Literal(day),
+    where = sql.SQL("client_id = {client} AND business_date = {day}").format(
+        client=sql.Literal(client_id), day=sql.Literal(day)
     )
-    with conn.cursor().copy(query) as copy:
-        chunks = iter(copy)
-        first = next(chunks, None)
+    source = sql.Identifier(*table.pg_name.split("."))
+    constants: dict[str, Any] = {"client_id": client_id, "business_date": day}
+    constants.update(_single_lineage(conn, table, source, where))
+    copied = [c for c in table.column_names if c not in constants]
+    query = sql.SQL(
+        "COPY (SELECT {columns} FROM {table} WHERE {where}) TO STDOUT (FORMAT csv)"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in copied), table=source, where=where
+    )
+    schema = table.arrow_schema
+    blocks = _Handover(conn, query)
+    try:
+        first = blocks.next_block()
         if first is None:
             return
         reader = pacsv.open_csv(
-            io.BufferedReader(_CopyReader(_prepend(first, chunks)), BLOCK_BYTES),
+            io.BufferedReader(_BlockReader(first, blocks), BLOCK_BYTES),
             read_options=pacsv.ReadOptions(
-                column_names=table.column_names, block_size=BLOCK_BYTES, use_threads=False
+                column_names=copied, block_size=BLOCK_BYTES, use_threads=False
             ),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict(zip(table.column_names, table.arrow_schema.types, strict=True)),
+                column_types={c: schema.field(c).type for c in copied},
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
                 true_values=["t"],
@@ -79,9 +79,116 @@ def slice_batches(
         )
         for batch in reader:
             if batch.num_rows:
-                yield batch
+                yield _with_constants(batch, schema, constants)
+    finally:
+        blocks.close()
 
 
-def _prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
-    yield first
-    yield from rest
+def _single_lineage(
+    conn: psycopg.Connection, table: LakeTable, source: sql.Composable, where: sql.Composable
+) -> dict[str, Any]:
+    """The lineage columns' values when the whole slice has one combination of them."""
+    lineage = [c for c in LINEAGE_COLUMNS if c in table.column_names]
+    if not lineage:
+        return {}
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in lineage)
+    rows = conn.execute(
+        sql.SQL("SELECT {columns} FROM {table} WHERE {where} GROUP BY {columns} LIMIT 2").format(
+            columns=columns, table=source, where=where
+        )
+    ).fetchall()
+    if len(rows) != 1:
+        return {}  # several loads (or none): the columns are copied row by row
+    return dict(zip(lineage, rows[0], strict=True))
+
+
+def _with_constants(
+    batch: pa.RecordBatch, schema: pa.Schema, constants: dict[str, Any]
+) -> pa.RecordBatch:
+    columns = [
+        pa.repeat(pa.scalar(constants[field.name], field.type), batch.num_rows)
+        if field.name in constants
+        else batch.column(field.name)
+        for field in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+class _Handover:
+    """Runs the COPY in a thread of its own and hands its rows over in blocks of ~1 MiB."""
+
+    def __init__(self, conn: psycopg.Connection, query: sql.Composed):
+        self._blocks: queue.Queue[object] = queue.Queue(maxsize=QUEUED_BLOCKS)
+        self._stop = threading.Event()
+        self._ended = False  # readers ask again after the end (pyarrow's readahead does)
+        self._thread = threading.Thread(
+            target=self._copy, args=(conn, query), name="lake-copy", daemon=True
+        )
+        self._thread.start()
+
+    def _copy(self, conn: psycopg.Connection, query: sql.Composed) -> None:
+        try:
+            with conn.cursor().copy(query) as copy:
+                parts: list[bytes | bytearray | memoryview] = []
+                size = 0
+                for row in copy:
+                    parts.append(row)
+                    size += len(row)
+                    if size >= HANDOVER_BYTES:
+                        if not self._put(b"".join(parts)):
+                            return
+                        parts, size = [], 0
+                if parts:
+                    self._put(b"".join(parts))
+            self._put(_END)
+        except BaseException as error:  # handed to the reading thread, which raises it
+            self._put(error)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next_block(self) -> bytes | None:
+        if self._ended:
+            return None
+        item = self._blocks.get()
+        if item is _END:
+            self._ended = True
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, bytes)
+        return item
+
+    def close(self) -> None:
+        """Stops the thread (a reader that gave up early) and waits for it: the connection
+        is free again when this returns."""
+        self._stop.set()
+        self._thread.join()
+
+
+class _BlockReader(io.RawIOBase):
+    """A read-only file over the handed-over blocks."""
+
+    def __init__(self, first: bytes, blocks: _Handover):
+        self._blocks = blocks
+        self._pending = memoryview(first)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        while not self._pending:
+            block = self._blocks.next_block()
+            if block is None:
+                return 0
+            self._pending = memoryview(block)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
