@@ -307,6 +307,57 @@ def test_composite_key_headerless_semicolon_gzip(client_id, db, wait_quiet) -> N
     assert f"{client_id}/{COMPOSITE}/1/2" in partition_keys
 
 
+def test_null_and_empty_string_differ_and_one_changed_column_is_an_update(
+    client_id, db, wait_quiet
+) -> None:
+    """The delta compares columns (IS DISTINCT FROM): an unquoted empty field (NULL) becoming
+    a quoted one ('') is a change, either way, and so is one value in the last column."""
+    register(db, client_id)
+    header = "id,name,balance,opened\n"
+    upload(
+        snapshot_key(client_id, "V0001"),
+        header + '1,,1.00,2024-01-02\n2,"",2.00,2024-01-02\n3,x,3.00,2024-01-02\n4,y,4.00,\n',
+    )
+    wait_quiet()
+    upload(
+        snapshot_key(client_id, "V0002"),
+        header + '1,"",1.00,2024-01-02\n2,,2.00,2024-01-02\n3,x,3.00,2024-01-03\n4,y,4.00,\n',
+    )
+    wait_quiet()
+    e2 = exports(db, client_id)[-1]
+    assert (e2.status, e2.inserts, e2.updates, e2.deletes, e2.unchanged) == (
+        "applied",
+        0,
+        3,
+        0,
+        1,
+    )
+    by_key = {c[3]["id"]: c for c in changes(db, client_id, version="V0002")}
+    assert set(by_key) == {"1", "2", "3"}
+    assert (by_key["1"][4]["name"], by_key["1"][5]["name"]) == (None, "")
+    assert (by_key["2"][4]["name"], by_key["2"][5]["name"]) == ("", None)
+    assert (by_key["3"][4]["opened"], by_key["3"][5]["opened"]) == ("2024-01-02", "2024-01-03")
+
+
+def test_a_table_of_key_columns_only_has_inserts_and_deletes(client_id, db, wait_quiet) -> None:
+    definition = tables.parse_definition(client_id, "snap_keys", "k", "k:integer")
+    tables.register(db, definition)
+    upload(snapshot_key(client_id, "V0001", "snap_keys"), "k\n1\n2\n3\n")
+    wait_quiet()
+    upload(snapshot_key(client_id, "V0002", "snap_keys"), "k\n2\n3\n4\n")
+    wait_quiet()
+    e2 = exports(db, client_id, "snap_keys")[-1]
+    assert (e2.status, e2.inserts, e2.updates, e2.deletes, e2.unchanged) == (
+        "applied",
+        1,
+        0,
+        1,
+        2,
+    )
+    ops = {c[3]["k"]: c[2] for c in changes(db, client_id, "snap_keys", "V0002")}
+    assert ops == {"1": "DELETE", "4": "INSERT"}
+
+
 def test_malformed_snapshot_keys_and_unregistered_tables_are_unroutable(
     client_id, db, wait_quiet
 ) -> None:

@@ -2,9 +2,11 @@
 
 In ONE transaction (the caller's): COPY the export into a temporary table (every column as
 text), check it (no empty key, no duplicate key), compare it with `snapshot_state.<table>` by a
-FULL OUTER JOIN on the key and an md5 row hash, check the declared types of what is new, then
-update the current state, append the change log with consecutive sequence numbers, and record
-the export's statistics. Only the changed rows are ever touched row by row.
+FULL OUTER JOIN on the key that keeps the rows whose key is on one side only or whose other
+columns differ (`ROW(...) IS DISTINCT FROM ROW(...)`: NULL differs from ''), check the declared
+types of what is new, then update the current state, append the change log with consecutive
+sequence numbers, and record the export's statistics. Only the changed rows are ever touched
+row by row.
 
 Values compare as exported text (a re-export that writes `1.0` for `1.00` updates the row).
 """
@@ -108,7 +110,12 @@ def _file_columns(table: SnapshotTable, header_line: bytes) -> list[str]:
 
 
 def stage_export(conn: psycopg.Connection, table: SnapshotTable, chunks: Iterator[bytes]) -> int:
-    """COPY the export's bytes into a temporary table dropped at commit; returns its rows."""
+    """COPY the export's bytes into a temporary table dropped at commit; returns its rows.
+
+    Temporary rather than UNLOGGED (neither writes WAL; a temporary table needs no schema the
+    service may create in, and no name unique across concurrent exports), no index (the join
+    hashes the state side) and no ANALYZE (the planner sizes the stage from its pages: the
+    plan is the same with statistics, which cost 0.5 s at 1M rows). docs/DECISIONS.md."""
     if table.header:
         header_line, chunks = _split_header(chunks)
         file_columns = _file_columns(table, header_line)
@@ -145,13 +152,18 @@ def _key_match(table: SnapshotTable, left: str, right: str) -> sql.Composable:
     )
 
 
-def _row_hash(table: SnapshotTable, alias: str) -> sql.Composable:
-    # ROW(...)::text tells NULL (nothing) from '' ("") and quotes delimiters: no collisions
-    # between different rows short of md5's.
-    return sql.SQL("md5(ROW({})::text)::uuid").format(
-        sql.SQL(", ").join(
-            sql.SQL("{}.{}").format(_ident(alias), _ident(c)) for c in table.column_names
-        )
+def _changed(table: SnapshotTable) -> sql.Composable:
+    """The join's filter: the key on one side only, or a value column that differs. Compared
+    column by column (no hash of every staged row): IS DISTINCT FROM tells NULL from ''."""
+    first_key = _ident(table.key_columns[0])
+    one_side = sql.SQL("i.{k} IS NULL OR s.{k} IS NULL").format(k=first_key)
+    values = table.value_columns
+    if not values:
+        return one_side
+    return sql.SQL("{one_side} OR ROW({new}) IS DISTINCT FROM ROW({old})").format(
+        one_side=one_side,
+        new=sql.SQL(", ").join(sql.SQL("i.{}").format(_ident(c)) for c in values),
+        old=sql.SQL(", ").join(sql.SQL("s.{}").format(_ident(c)) for c in values),
     )
 
 
@@ -200,7 +212,7 @@ def check_export(conn: psycopg.Connection, table: SnapshotTable) -> None:
 
 
 def compute_delta(conn: psycopg.Connection, table: SnapshotTable) -> None:
-    """The changed rows into a temporary table: op, new_<col> and old_<col>, the new hash."""
+    """The changed rows into a temporary table: op, new_<col> and old_<col>."""
     names = table.column_names
     new_cols = sql.SQL(", ").join(
         sql.SQL("i.{} AS {}").format(_ident(c), _ident("new_" + c)) for c in names
@@ -213,22 +225,20 @@ def compute_delta(conn: psycopg.Connection, table: SnapshotTable) -> None:
         sql.SQL(
             "CREATE TEMP TABLE {delta} ON COMMIT DROP AS "
             "SELECT CASE WHEN s.{k} IS NULL THEN 'INSERT' WHEN i.{k} IS NULL THEN 'DELETE' "
-            "ELSE 'UPDATE' END AS op, {new_cols}, {old_cols}, i._h AS new_hash "
-            "FROM (SELECT {stage_cols}, {hash} AS _h FROM {stage} x) i "
-            "FULL JOIN (SELECT {state_cols}, _row_hash AS _h FROM snapshot_state.{table} "
-            "WHERE client_id = %s) s ON {match} "
-            "WHERE i._h IS DISTINCT FROM s._h"
+            "ELSE 'UPDATE' END AS op, {new_cols}, {old_cols} "
+            "FROM {stage} i "
+            "FULL JOIN (SELECT {state_cols} FROM snapshot_state.{table} WHERE client_id = %s) s "
+            "ON {match} WHERE {changed}"
         ).format(
             delta=_ident(DELTA),
             k=first_key,
             new_cols=new_cols,
             old_cols=old_cols,
-            stage_cols=_columns(names),
-            hash=_row_hash(table, "x"),
             stage=_ident(STAGE),
             state_cols=_columns(names),
             table=_ident(table.table),
             match=_key_match(table, "i", "s"),
+            changed=_changed(table),
         ),
         (table.client_id,),
     )
@@ -307,8 +317,8 @@ def write_delta(
     if inserts or updates:
         conn.execute(
             sql.SQL(
-                "INSERT INTO snapshot_state.{table} (client_id, {cols}, _row_hash) "
-                "SELECT %s, {new_cols}, new_hash FROM {delta} WHERE op <> 'DELETE'"
+                "INSERT INTO snapshot_state.{table} (client_id, {cols}) "
+                "SELECT %s, {new_cols} FROM {delta} WHERE op <> 'DELETE'"
             ).format(
                 table=_ident(table.table),
                 cols=_columns(names),

@@ -2,8 +2,8 @@
 per-table PostgreSQL tables created on registration.
 
 Per table name (shared by the clients that register it, each row carrying `client_id`):
-- `snapshot_state.<table>`: the current state, every column as exported text, plus the row
-  hash the next export is compared with;
+- `snapshot_state.<table>`: the current state, every column as exported text (the next
+  export is compared with it column by column);
 - `replica_store.<table>`: the applied state, typed, with the sequence of the change that
   wrote each row and a tombstone flag (a late duplicate of an older change is recognized);
 - `replica.<table>`: a view of replica_store without tombstones and bookkeeping columns.
@@ -201,7 +201,7 @@ def _create_tables(conn: psycopg.Connection, d: SnapshotTable) -> None:
     conn.execute(
         sql.SQL(
             "CREATE TABLE snapshot_state.{name} (client_id text NOT NULL, {cols}, "
-            "_row_hash uuid NOT NULL, PRIMARY KEY ({keys}))"
+            "PRIMARY KEY ({keys}))"
         ).format(name=name, cols=text_columns, keys=keys)
     )
     conn.execute(
