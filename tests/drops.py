@@ -151,6 +151,22 @@ def delete_upload(stack_info: Any, object_key: str) -> None:
     boto3.client("s3").delete_object(Bucket=bucket, Key=object_key)
 
 
+def upload_examples(stack_info: Any, client_id: str, day: str = "20240102") -> None:
+    """Upload the bundled example files of one date (examples/acme-bank) as `client_id`'s."""
+    from pathlib import Path
+
+    import boto3
+
+    s3 = boto3.client("s3")
+    examples = Path(__file__).resolve().parents[1] / "examples" / "acme-bank"
+    for path in sorted(examples.glob(f"*_{day}.csv")):
+        s3.put_object(
+            Bucket=stack_info.export("LandingBucketName"),
+            Key=f"{client_id}/{path.name}",
+            Body=path.read_bytes(),
+        )
+
+
 def expected(files: dict[str, bytes]) -> reference.Outputs:
     """The reference outputs of one client and date from its current files (entity -> bytes)."""
     return reference.outputs({e: reference.load_file(e, c) for e, c in files.items()})

@@ -12,6 +12,7 @@ tree: concurrent runs cannot clobber each other's .serverless/, and no local lef
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -35,17 +36,22 @@ PACKAGE_TIMEOUT_S = 600
 # Lambda's limits for a function package (zip) and for the unzipped code with its layers.
 ZIPPED_LIMIT = 50 * 1024 * 1024
 UNZIPPED_LIMIT = 250 * 1024 * 1024
+
+
+def _lock_script() -> Any:
+    """scripts/lock-lambda-requirements.py: the locked lists and Lambda's pip target."""
+    spec = importlib.util.spec_from_file_location(
+        "lock_lambda_requirements", REPO / "scripts" / "lock-lambda-requirements.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LOCK = _lock_script()
 # Lambda's python3.12 target: what pip downloads and what the artifact check runs.
-PIP_TARGET = [
-    "--platform",
-    "manylinux2014_x86_64",
-    "--python-version",
-    "3.12",
-    "--implementation",
-    "cp",
-    "--only-binary",
-    ":all:",
-]
+PIP_TARGET: list[str] = LOCK.TARGET
 
 
 @dataclass
@@ -91,17 +97,10 @@ def _ensure_wheelhouse() -> None:
     # boto3 for the artifact check's stand-in of the Lambda runtime.
     commands = [[*download, *PIP_TARGET, "boto3"]]
     # Locked lists are hash-checked, each on its own (a command with one hashed requirement
-    # wants hashes for all, and two lists may pin the same wheel).
-    for locked in [
-        REPO / "requirements-lambda.txt",
-        *sorted(REPO.glob("services/*/requirements.txt")),
-    ]:
-        # The lake exporter's pyarrow ships for Lambda's x86_64 only as manylinux_2_28 wheels
-        # (Lambda's Amazon Linux 2023 runs them); its serverless.yml names both platforms.
-        wider = (
-            ["--platform", "manylinux_2_28_x86_64"] if locked.parent.name == "lake_exporter" else []
-        )
-        commands.append([*download, *wider, *PIP_TARGET, "--require-hashes", "-r", str(locked)])
+    # wants hashes for all, and two lists may pin the same wheel), for the platforms each is
+    # locked for.
+    for _source, locked, target in LOCK.sources():
+        commands.append([*download, *target, "--require-hashes", "-r", str(locked)])
     for command in commands:
         offline = subprocess.run(
             [*command, "--no-index", "--find-links", str(WHEELHOUSE)],

@@ -9,8 +9,8 @@ import uuid
 from datetime import date
 from pathlib import Path
 
-import boto3
 import pytest
+from drops import upload_examples
 
 from dataharvest import exports
 from dataharvest.security import personal
@@ -18,16 +18,6 @@ from dataharvest_local import cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "acme-bank"
 DAY = date(2024, 1, 2)
-
-
-def upload_all(stack_info, client_id: str) -> None:
-    s3 = boto3.client("s3")
-    for path in sorted(EXAMPLES.glob("*_20240102.csv")):
-        s3.put_object(
-            Bucket=stack_info.export("LandingBucketName"),
-            Key=f"{client_id}/{path.name}",
-            Body=path.read_bytes(),
-        )
 
 
 def clients_file() -> list[dict[str, str]]:
@@ -38,7 +28,7 @@ def clients_file() -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def loaded(stack_info, wait_quiet_module) -> str:
     client_id = f"t-{uuid.uuid4().hex[:10]}"
-    upload_all(stack_info, client_id)
+    upload_examples(stack_info, client_id)
     wait_quiet_module()
     return client_id
 
@@ -102,7 +92,7 @@ def test_a_value_under_another_clients_key_does_not_decrypt(db, loaded):
 def test_a_column_the_client_marks_personal_is_encrypted_too(stack_info, db, wait_quiet):
     client_id = f"t-{uuid.uuid4().hex[:10]}"
     assert cli.main(["client", "personal", client_id, "portfolios.agent_code"]) == 0
-    upload_all(stack_info, client_id)
+    upload_examples(stack_info, client_id)
     wait_quiet()
     agents = db.execute(
         "SELECT agent_code, personal_key_id FROM raw_store.portfolios WHERE client_id = %s",
