@@ -226,3 +226,23 @@ def test_enable_and_register_backfill_what_is_due_and_skip_what_is_done(home):
     assert registered.returncode == 0, registered.stderr
     assert "backfill: 0 APPLY and 0 RETRACT sent" in registered.stderr
     assert items() == after
+
+
+def test_schedule_lists_and_advances_the_local_schedules(home):
+    from datetime import datetime, timedelta
+
+    listing = cli(home, "schedule", "--json")
+    assert listing.returncode == 0, listing.stderr
+    before = json.loads(listing.stdout)
+    checker = next(s for s in before["schedules"] if s["function"].endswith("-checkLate"))
+    assert checker["expression"] == "rate(15 minutes)"
+    advanced = cli(home, "schedule", "--advance", "16m", "--json")
+    assert advanced.returncode == 0, advanced.stderr
+    after = json.loads(advanced.stdout)
+    assert datetime.fromisoformat(after["now"]) >= datetime.fromisoformat(
+        before["now"]
+    ) + timedelta(minutes=16)
+    ran = next(s for s in after["schedules"] if s["function"] == checker["function"])
+    assert ran["fired"] >= checker["fired"] + 1 and ran["retrying"] == 0
+    bad = cli(home, "schedule", "--advance", "soon")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
