@@ -17,6 +17,7 @@ from rich.text import Text
 
 from dataharvest.ops import alarms, late, outcomes
 from dataharvest_local import ops_stage as stage
+from dataharvest_local import progress
 
 
 def _cli():
@@ -204,7 +205,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     path = "/schedule" + (f"?advance={seconds}" if seconds is not None else "")
     body = client.control(info, path, timeout=30)
     if seconds and not args.no_wait:
-        _cli()._wait_quiet(info, f"schedule clock +{args.advance}")
+        _cli()._wait_quiet(info, f"schedule clock +{args.advance}", args.progress)
         body = client.control(info, "/schedule", timeout=30)
     if args.json:
         print(json.dumps(body, indent=2))
@@ -309,6 +310,7 @@ def add_parsers(sub: Any) -> None:
     )
     schedule.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     schedule.add_argument("--json", action="store_true")
+    progress.add_flags(schedule)
     schedule.set_defaults(func=cmd_schedule)
 
     alarm_parser = sub.add_parser("alarms", help="the stage's alarms (local evaluation)")
