@@ -1,4 +1,4 @@
-"""The operations commands of `dataharvest` (issue 17): `uploads`, `late check`,
+"""The operations commands of `dataharvest` (issue 17): `uploads`, `late check`, `schedule`,
 `alarms evaluate`, `config set-expectations` / `set-alarm-reject-ratio`, what `run` and
 `remove` print per key, and `--stage NAME`. Registered by dataharvest_local.cli.build_parser."""
 
@@ -294,9 +294,7 @@ def add_parsers(sub: Any) -> None:
 
     late_parser = sub.add_parser("late", help="late and missing inputs")
     lsub = late_parser.add_subparsers(dest="action", required=True)
-    check = lsub.add_parser(
-        "check", help="the scheduled checker, run now (the local trigger of checkLate)"
-    )
+    check = lsub.add_parser("check", help="the scheduled checker (checkLate), run now")
     check.add_argument("--at", help="the time to check as of (ISO 8601; default now)")
     check.add_argument("--client", help="only this client")
     check.add_argument("--json", action="store_true")
