@@ -3,6 +3,7 @@ times, the pausable clock, schedule event configs, the checker's scheduled time.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -76,8 +77,15 @@ def test_cron_next_due(expression: str, after: datetime, due: datetime) -> None:
 
 
 def test_a_cron_past_its_last_year_is_never_due() -> None:
+    cron = parse("cron(0 0 1 1 ? 2030)")
     with pytest.raises(ScheduleError, match="never due"):
-        parse("cron(0 0 1 1 ? 2030)").next_after(at(2030, 1, 1, 0, 0), ANCHOR)
+        cron.next_after(at(2030, 1, 1, 0, 0), ANCHOR)
+    assert cron.following(at(2030, 1, 1, 0, 0), ANCHOR) is None
+    assert cron.following(at(2029, 6, 1, 0, 0), ANCHOR) == at(2030, 1, 1, 0, 0)
+    # A clock that jumps past the last due time fires that one, then nothing.
+    assert cron.latest_due(at(2030, 1, 1, 0, 0), at(2031, 6, 1, 0, 0), ANCHOR) == at(
+        2030, 1, 1, 0, 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,3 +162,98 @@ def test_the_checker_runs_as_of_the_scheduled_time() -> None:
     assert late.scheduled_time({}) is None  # a direct invocation: the current time
     with pytest.raises(ValueError, match="ISO 8601"):
         late.scheduled_time({"detail-type": "Scheduled Event", "time": "yesterday"})
+
+
+class _Spec:
+    name = "dataharvest-x-local-tick"
+
+
+class _Worker:
+    """A function instance that records its events and fails the first `failures` of them."""
+
+    spec = _Spec()
+
+    def __init__(self, failures: int = 0) -> None:
+        self.events: list[dict] = []
+        self.failures = failures
+
+    def invoke(self, event: dict):
+        from dataharvest_local.instances import Invocation, InvokeError
+
+        self.events.append(event)
+        if len(self.events) <= self.failures:
+            raise InvokeError(f"{self.spec.name}: RuntimeError: boom {len(self.events)}")
+        return Invocation(None, {})
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> None:
+        self.sent.append({"url": QueueUrl, "body": json.loads(MessageBody)})
+
+
+def _mapping(worker: _Worker, clock: ScheduleClock, queue: _Queue | None = None, **options):
+    import threading
+
+    from dataharvest_local.mappings import Activity
+    from dataharvest_local.schedule import ScheduleMapping
+
+    return ScheduleMapping(
+        worker,  # type: ignore[arg-type]
+        Activity(),
+        threading.Event(),
+        event=ScheduleEvent("rate(15 minutes)"),
+        index=1,
+        clock=clock,
+        region="eu-west-1",
+        account="123456789012",
+        function_arn="arn:aws:lambda:eu-west-1:123456789012:function:tick",
+        sqs=queue,
+        on_failure_queue_url="https://queue/failures" if queue else None,
+        **options,
+    )
+
+
+def test_a_schedule_fires_once_per_move_of_the_clock_as_of_the_latest_window() -> None:
+    clock, worker = ScheduleClock(ANCHOR, paused=True), _Worker()
+    mapping = _mapping(worker, clock)
+    assert not mapping.poll_once() and mapping.pending() == "none"
+    clock.advance(timedelta(minutes=50))
+    assert mapping.pending() == "work"
+    assert mapping.poll_once()
+    (event,) = worker.events
+    assert event["detail-type"] == "Scheduled Event" and event["source"] == "aws.events"
+    assert event["time"] == f"{ANCHOR + timedelta(minutes=45):%Y-%m-%dT%H:%M:%SZ}"
+    assert mapping.next_due == ANCHOR + timedelta(minutes=60)
+    assert not mapping.poll_once() and mapping.pending() == "none"
+
+
+def test_failures_are_retried_then_sent_to_the_destination() -> None:
+    clock, worker, queue = ScheduleClock(ANCHOR, paused=True), _Worker(failures=3), _Queue()
+    mapping = _mapping(worker, clock, queue, max_retry_attempts=2, retry_delay_cap=0)
+    clock.advance(timedelta(minutes=15))
+    assert mapping.poll_once()  # attempt 1 fails
+    assert mapping.activity.failures_now()[0].attempt == 1
+    assert mapping.pending() == "work"  # the retry is due at once (cap 0)
+    assert mapping.poll_once() and mapping.poll_once()  # attempts 2 and 3 fail
+    assert len(worker.events) == 3 and mapping.pending() == "none"
+    assert mapping.activity.failures == 3 and mapping.activity.failures_now() == []
+    (sent,) = queue.sent
+    record = sent["body"]
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["requestPayload"] == worker.events[0] == worker.events[2]
+    assert record["responsePayload"] == {"errorType": "RuntimeError", "errorMessage": "boom 3"}
+
+
+def test_without_a_destination_an_exhausted_event_is_dropped_with_an_error(caplog) -> None:
+    clock, worker = ScheduleClock(ANCHOR, paused=True), _Worker(failures=1)
+    mapping = _mapping(worker, clock, max_retry_attempts=0)
+    clock.advance(timedelta(minutes=15))
+    assert mapping.poll_once()
+    assert any(
+        r.levelname == "ERROR" and "dropped after 1 attempts" in r.getMessage()
+        for r in caplog.records
+    )

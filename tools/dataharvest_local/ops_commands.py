@@ -218,7 +218,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         table.add_row(
             entry["function"],
             entry["expression"],
-            entry["next_due"],
+            entry["next_due"] or "never again",
             str(entry["fired"]),
             str(entry["retrying"]),
         )

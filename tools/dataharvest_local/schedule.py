@@ -113,10 +113,17 @@ class Schedule:
         """The first due time strictly after `when` (UTC, whole minutes for cron)."""
         raise NotImplementedError
 
+    def following(self, when: datetime, anchor: datetime) -> datetime | None:
+        """`next_after`, or None when the schedule is never due again (a cron's last year)."""
+        try:
+            return self.next_after(when, anchor)
+        except ScheduleError:
+            return None
+
     def latest_due(self, first: datetime, now: datetime, anchor: datetime) -> datetime:
         """The last due time at or before `now`, counting from the due time `first`."""
         latest = first
-        while (following := self.next_after(latest, anchor)) <= now:
+        while (following := self.following(latest, anchor)) is not None and following <= now:
             latest = following
         return latest
 
@@ -407,7 +414,8 @@ class ScheduleMapping(Mapping):
         self.on_failure_queue_url = on_failure_queue_url
         self.anchor = clock.now()
         self._lock = threading.Lock()
-        self.next_due = self.schedule.next_after(self.anchor, self.anchor)
+        # None: never due again (a cron whose last year is past).
+        self.next_due = self.schedule.following(self.anchor, self.anchor)
         self.retries: list[_Attempt] = []
         self._busy = False
         self.fired: list[datetime] = []  # the due times invoked, in order
@@ -425,9 +433,9 @@ class ScheduleMapping(Mapping):
                 self.retries = [r for r in self.retries if r.retry_at > now_real]
                 now = self.clock.now()
                 fire_at = None
-                if now >= self.next_due:
+                if self.next_due is not None and now >= self.next_due:
                     fire_at = self.schedule.latest_due(self.next_due, now, self.anchor)
-                    self.next_due = self.schedule.next_after(fire_at, self.anchor)
+                    self.next_due = self.schedule.following(fire_at, self.anchor)
             for retry in due_retries:
                 self._attempt(retry)
             if fire_at is not None:
@@ -549,7 +557,7 @@ class ScheduleMapping(Mapping):
 
     def pending(self) -> str:
         with self._lock:
-            if self._busy or self.clock.now() >= self.next_due:
+            if self._busy or (self.next_due is not None and self.clock.now() >= self.next_due):
                 return "work"
             if not self.retries:
                 return "none"
@@ -560,7 +568,7 @@ class ScheduleMapping(Mapping):
             return {
                 "function": self.worker.spec.name,
                 "expression": self.schedule.expression,
-                "next_due": self.next_due.isoformat(),
+                "next_due": self.next_due.isoformat() if self.next_due else None,
                 "fired": len(self.fired),
                 "retrying": len(self.retries),
             }
