@@ -1,7 +1,7 @@
 """The local runner's scheduler (issue 17): the operations service's late checker runs on its
 `schedule` event as the schedule clock moves (paused in tests), once per due time, as of the
 scheduled time; a failing scheduled invocation is retried like an asynchronous Lambda
-invocation, logged, and sent to the function's on-failure destination."""
+invocation, logged, and sent to the function's on-failure destination (`dlq list` names it)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from operations_support import AlarmInbox, notices, reset_alarm
 from persistence_support import item
 
 from dataharvest.ops import alarms, late
+from dataharvest_local import cli
 from dataharvest_local.schedule import ScheduleMapping
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,7 @@ def test_the_late_checker_runs_on_the_schedule_clock(
 
 
 def test_a_failing_scheduled_invocation_is_retried_then_sent_to_its_destination(
-    local_stack, wait_quiet, caplog
+    local_stack, wait_quiet, caplog, capsys
 ) -> None:
     mapping = schedule_of(local_stack, FAILING)
     assert mapping.max_retry_attempts == 1 and mapping.on_failure_queue_url
@@ -128,6 +129,16 @@ def test_a_failing_scheduled_invocation_is_retried_then_sent_to_its_destination(
     messages = [r.getMessage() for r in caplog.records if r.name == "dataharvest_local.schedule"]
     assert any("attempt 1 of 2, retrying" in m for m in messages)
     assert any("sent to the on-failure destination" in m for m in messages)
+
+    # `dataharvest dlq list` names the run and its error.
+    capsys.readouterr()
+    assert cli.main(["dlq", "list", "--json", "--queue", "scheduled-probe-failures"]) == 0
+    (letter,) = json.loads(capsys.readouterr().out)
+    (about,) = letter["keys"]
+    assert about.startswith(
+        f"scheduled run of {due:%Y-%m-%dT%H:%M:%SZ} RetriesExhausted (RuntimeError: "
+        "scheduled probe failure"
+    )
 
     response = sqs.receive_message(
         QueueUrl=mapping.on_failure_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
