@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dataharvest_local import slsconfig
+from dataharvest_local.schedule import ScheduleClock
 from dataharvest_local.stack import LocalStack, StackInfo
 
 FIXTURE_SERVICES = Path(__file__).parent / "fixtures" / "services"
@@ -38,7 +39,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     # Files over 64 KiB load in chunks (persistence/chunks.py), so tests reach that path with
     # small files; the workers inherit it. Every other test file is smaller.
     os.environ.setdefault("DATAHARVEST_CHUNK_BYTES", str(CHUNK_BYTES))
-    stack = LocalStack(home, retry_delay_cap=1, service_files=services)
+    # Scheduled functions fire only when a test moves the schedule clock
+    # (tests/integration/test_local_schedule.py).
+    stack = LocalStack(
+        home,
+        retry_delay_cap=1,
+        service_files=services,
+        schedule_clock=ScheduleClock(paused=True),
+    )
     info = stack.start()
     saved = dict(os.environ)
     os.environ.update(info.client_environment())

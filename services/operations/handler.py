@@ -14,6 +14,6 @@ from dataharvest.ops import late
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def check_late(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    found, cleared = late.check(shared_connection())
+    found, cleared = late.check(shared_connection(), late.scheduled_time(event))
     logger.info("late check", extra={"late": len(found), "cleared": len(cleared)})
     return {"late": len(found), "cleared": len(cleared)}

@@ -144,7 +144,13 @@ def describe(body: str) -> list[str]:
             f"({event['requestContext'].get('condition', '')})"
         ]
     if "requestContext" in event:  # an asynchronous invocation's on-failure record
-        return [f"invocation {event['requestContext'].get('condition', 'failed')}"]
+        condition = event["requestContext"].get("condition", "failed")
+        payload = event.get("requestPayload")
+        if isinstance(payload, dict) and payload.get("detail-type") == "Scheduled Event":
+            response = event.get("responsePayload") or {}
+            error = f"{response.get('errorType', 'error')}: {response.get('errorMessage', '')}"
+            return [f"scheduled run of {payload.get('time')} {condition} ({error})"]
+        return [f"invocation {condition}"]
     return object_keys(event)
 
 

@@ -226,3 +226,79 @@ def test_enable_and_register_backfill_what_is_due_and_skip_what_is_done(home):
     assert registered.returncode == 0, registered.stderr
     assert "backfill: 0 APPLY and 0 RETRACT sent" in registered.stderr
     assert items() == after
+
+
+def test_schedule_lists_and_advances_the_local_schedules(home):
+    from datetime import datetime, timedelta
+
+    listing = cli(home, "schedule", "--json")
+    assert listing.returncode == 0, listing.stderr
+    before = json.loads(listing.stdout)
+    checker = next(s for s in before["schedules"] if s["function"].endswith("-checkLate"))
+    assert checker["expression"] == "rate(15 minutes)"
+    advanced = cli(home, "schedule", "--advance", "16m", "--json")
+    assert advanced.returncode == 0, advanced.stderr
+    after = json.loads(advanced.stdout)
+    assert datetime.fromisoformat(after["now"]) >= datetime.fromisoformat(
+        before["now"]
+    ) + timedelta(minutes=16)
+    ran = next(s for s in after["schedules"] if s["function"] == checker["function"])
+    assert ran["fired"] >= checker["fired"] + 1 and ran["retrying"] == 0
+    bad = cli(home, "schedule", "--advance", "soon")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+
+
+@pytest.mark.skipif(not EXAMPLES.exists(), reason="examples/ not present")
+def test_run_progress_goes_to_stderr_and_leaves_stdout_unchanged(home, tmp_path):
+    import re
+    import shutil
+    import uuid
+
+    drop = tmp_path / "drop"
+    shutil.copytree(EXAMPLES / example_clients()[0], drop)
+    tag = uuid.uuid4().hex[:8]
+    shown, plain = f"progress-{tag}", f"noprogress-{tag}"
+    with_progress = cli(home, "run", str(drop), "--client", shown, "--json", "--progress")
+    assert with_progress.returncode == 0, with_progress.stderr
+    without = cli(home, "run", str(drop), "--client", plain, "--json", "--no-progress")
+    assert without.returncode == 0, without.stderr
+
+    # Progress lines on stderr, one per refresh (not a terminal, so each on its own line).
+    waiting = [line for line in with_progress.stderr.splitlines() if line.startswith("waiting:")]
+    assert waiting, with_progress.stderr
+    keys = len(list(drop.iterdir()))
+    line = re.compile(
+        rf"waiting: [0-9]+/{keys} keys settled, (chunks [0-9]+/[0-9]+ staged, )?[0-9]+ s "
+        r"\([0-9]+ invocations, [0-9]+ in flight, [0-9]+ failed\)"
+    )
+    assert all(line.fullmatch(w) for w in waiting), waiting
+    assert "waiting:" not in without.stderr
+    # stdout is the same result either way: the client id, sequence numbers, times and object
+    # versions aside.
+    assert "waiting" not in with_progress.stdout
+    assert _stable(with_progress.stdout, shown) == _stable(without.stdout, plain)
+
+
+def _stable(stdout: str, client: str) -> list:
+    """The JSON documents of a `run --json` stdout, without what differs between two runs."""
+    import re
+
+    volatile = re.compile(r"(_seq|_at|version|_id)$")
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: "*" if volatile.search(k) else strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    decoder, text = json.JSONDecoder(), stdout.replace(client, "CLIENT")
+    documents, position = [], 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        document, position = decoder.raw_decode(text, position)
+        documents.append(strip(document))
+    assert documents, stdout
+    return documents

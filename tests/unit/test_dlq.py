@@ -43,6 +43,19 @@ def test_an_on_failure_record_names_its_stream_range() -> None:
     assert describe(body) == ["2 stream record(s) 100..101 (RetryAttemptsExhausted)"]
 
 
+def test_a_scheduled_runs_record_names_its_time_and_error() -> None:
+    record = {
+        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "requestPayload": {"detail-type": "Scheduled Event", "time": "2030-06-03T04:15:00Z"},
+        "responsePayload": {"errorType": "OperationalError", "errorMessage": "db down"},
+    }
+    assert describe(json.dumps(record)) == [
+        "scheduled run of 2030-06-03T04:15:00Z RetriesExhausted (OperationalError: db down)"
+    ]
+    other = {"requestContext": {"condition": "RetriesExhausted"}, "requestPayload": {}}
+    assert describe(json.dumps(other)) == ["invocation RetriesExhausted"]
+
+
 def test_anything_else_is_shown_as_sent() -> None:
     assert describe("poison-1") == ["poison-1"]
     assert describe("x" * 100) == ["x" * 77 + "..."]

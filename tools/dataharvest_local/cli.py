@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from rich.text import Text
 
 from dataharvest.config import read_environment
 from dataharvest.metastore import INPUT_PREFIX, plain
-from dataharvest_local import ops_commands, ops_stage, security_commands
+from dataharvest_local import ops_commands, ops_stage, progress, security_commands
 
 # The export tables (dataharvest.exports.EXPORTS), named here so --help needs no import.
 EXPORT_TABLES = ("portfolio-summary", "client-tax", "rejections", "quality-issues", "messages")
@@ -134,7 +135,16 @@ class Stalled(Exception):
     """Only failing deliveries are left; each is retried later (or dead-lettered)."""
 
 
-def _wait_quiet(info, label: str) -> dict[str, Any]:
+def _wait_quiet(
+    info,
+    label: str,
+    show_progress: bool | None = None,
+    settled: Callable[[], tuple[int, int] | None] | None = None,
+    detail: Callable[[], str] | None = None,
+) -> dict[str, Any]:
+    """Wait until the local stack is quiet, reporting failing deliveries and (on a terminal,
+    or with `show_progress`) a progress line on stderr at most once a second: `settled` gives
+    (done, total) keys, `detail` more (e.g. chunks)."""
     from dataharvest_local import client
 
     if ops_stage.target():
@@ -147,14 +157,15 @@ def _wait_quiet(info, label: str) -> dict[str, Any]:
     deadline = time.monotonic() + QUIET_TIMEOUT_S
     started = time.monotonic()
     reported: set[tuple[str, str, int]] = set()
-    with console.status(f"{label}: waiting for the choreography to go quiet") as spinner:
+    with progress.Progress(show_progress) as reporter:
         while True:
-            # Short waits, so the spinner can show what the stack is doing meanwhile.
+            # Short waits, so the progress line can show what the stack is doing meanwhile.
             status = client.control(info, "/quiet?timeout=1", timeout=30)
             for failure in status.get("retrying", []):
                 seen = (failure["source"], failure["message_id"], failure["attempt"])
                 if seen not in reported:
                     reported.add(seen)
+                    reporter.clear()
                     # Error texts are not markup, and a long one stays on one line.
                     console.print(
                         Text.assemble(("delivery failing: ", "yellow"), describe_failure(failure)),
@@ -163,6 +174,7 @@ def _wait_quiet(info, label: str) -> dict[str, Any]:
             if status["quiet"]:
                 break
             if status.get("stalled"):
+                reporter.clear()
                 console.print(
                     f"stopped waiting after {time.monotonic() - started:.1f} s: the only work "
                     f"left is {len(status['retrying'])} failing delivery(ies) waiting for a "
@@ -177,9 +189,13 @@ def _wait_quiet(info, label: str) -> dict[str, Any]:
                     f"dataharvest: the choreography did not go quiet within {QUIET_TIMEOUT_S} s"
                     f" ({status['in_flight']} invocation(s) in flight)"
                 )
-            spinner.update(
-                f"{label}: {status['invocations']} invocations, {status['in_flight']} in flight,"
-                f" {status['failures']} failed, {time.monotonic() - started:.0f} s"
+            reporter.update(
+                lambda status=status: progress.waiting_line(
+                    time.monotonic() - started,
+                    status,
+                    settled() if settled else None,
+                    detail() if detail else "",
+                )
             )
     console.print(
         f"quiet after {time.monotonic() - started:.1f} s "
@@ -208,7 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         uploaded.append((key, response.get("VersionId")))
         console.print(f"uploaded {path} -> s3://{bucket}/{key}")
     try:
-        _wait_quiet(info, f"{len(files)} file(s)")
+        with progress.UploadWatch(uploaded) as watch:
+            _wait_quiet(info, f"{len(files)} file(s)", args.progress, watch.settled, watch.detail)
     except Stalled:
         # The metastore says how far it got (the outputs may be out of reach: the failure may
         # be the database's); the exit code says the work is not done.
@@ -233,7 +250,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         s3.delete_object(Bucket=bucket, Key=f"{args.client}/{name}")
         console.print(f"removed s3://{bucket}/{args.client}/{name}")
     try:
-        _wait_quiet(info, f"{len(args.names)} removal(s)")
+        _wait_quiet(info, f"{len(args.names)} removal(s)", args.progress)
     except Stalled:
         print_status(args.client, None, args.json)
         return 1
@@ -475,7 +492,7 @@ def cmd_transformers(args: argparse.Namespace) -> int:
         )
         console.print(f"replay: APPLY sent for {len(sent)} date(s) of {args.client}")
     if args.action in ("register", "enable", "replay"):
-        _wait_quiet(client.running_stack(home()), f"transformers {args.action}")
+        _wait_quiet(client.running_stack(home()), f"transformers {args.action}", args.progress)
     return 0
 
 
@@ -604,7 +621,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             else:
                 console.print(f"{queue.name}: moved {handled} message(s) back to their queue")
         if moved and not args.no_wait:
-            _wait_quiet(client.running_stack(home()), "dlq redrive")
+            _wait_quiet(client.running_stack(home()), "dlq redrive", args.progress)
         return 0
     letters = [letter for queue in chosen for letter in dlq.list_dead_letters(sqs, queue)]
     if args.json:
@@ -643,7 +660,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         console.print(f"{m.client_id} {m.business_date}: {m.transformer} {m.action}")
     console.print(f"reconcile: {len(decisions)} work message(s) dispatched")
     if decisions and not args.no_wait:
-        _wait_quiet(info, "reconcile")
+        _wait_quiet(info, "reconcile", args.progress)
     if args.json:
         print(json.dumps([d.message.__dict__ for d in decisions], indent=2, default=str))
     return 0
@@ -836,12 +853,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="+", metavar="PATH")
     run.add_argument("--client", required=True)
     run.add_argument("--json", action="store_true")
+    progress.add_flags(run)
     run.set_defaults(func=cmd_run)
 
     remove = sub.add_parser("remove", help="delete uploaded objects, wait until quiet")
     remove.add_argument("names", nargs="+", metavar="NAME")
     remove.add_argument("--client", required=True)
     remove.add_argument("--json", action="store_true")
+    progress.add_flags(remove)
     remove.set_defaults(func=cmd_remove)
 
     status = sub.add_parser("status", help="metastore progress, flags, counts, errors")
@@ -883,11 +902,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not dispatch APPLY for items that already match",
     )
+    progress.add_flags(treg)
     ten = tsub.add_parser(
         "enable", help="enable a transformer and converge every item (unless --no-backfill)"
     )
     ten.add_argument("target", metavar="NAME")
     ten.add_argument("--no-backfill", action="store_true")
+    progress.add_flags(ten)
     tdis = tsub.add_parser("disable", help="disable a transformer")
     tdis.add_argument("target", metavar="NAME")
     trep = tsub.add_parser("replay", help="re-run a transformer over a date range")
@@ -895,6 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
     trep.add_argument("--client", required=True)
     trep.add_argument("--from", dest="date_from", required=True)
     trep.add_argument("--to", dest="date_to", required=True)
+    progress.add_flags(trep)
     transformers.set_defaults(func=cmd_transformers)
 
     config = sub.add_parser("config", help="per-client persistence settings")
@@ -950,6 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drive.add_argument("--queue", metavar="NAME", help="one queue (default: every one)")
     drive.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    progress.add_flags(drive)
     dead.set_defaults(func=cmd_dlq)
 
     recon = sub.add_parser(
@@ -960,6 +983,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--to", dest="date_to", metavar="D", help="YYYY-MM-DD or YYYYMMDD")
     recon.add_argument("--json", action="store_true", help="print the dispatched messages")
     recon.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    progress.add_flags(recon)
     recon.set_defaults(func=cmd_reconcile)
 
     query = sub.add_parser(

@@ -1,4 +1,4 @@
-"""The operations commands of `dataharvest` (issue 17): `uploads`, `late check`,
+"""The operations commands of `dataharvest` (issue 17): `uploads`, `late check`, `schedule`,
 `alarms evaluate`, `config set-expectations` / `set-alarm-reject-ratio`, what `run` and
 `remove` print per key, and `--stage NAME`. Registered by dataharvest_local.cli.build_parser."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from datetime import UTC, date, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from rich.text import Text
 
 from dataharvest.ops import alarms, late, outcomes
 from dataharvest_local import ops_stage as stage
+from dataharvest_local import progress
 
 
 def _cli():
@@ -182,6 +184,48 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the local scheduler ---------------------------------------------------------------------
+
+
+def parse_duration(value: str) -> int:
+    """`--advance`: `90s`, `15m`, `2h`, `3d` or plain seconds."""
+    found = re.fullmatch(r"([0-9]{1,7})([smhd]?)", value.strip())
+    if not found:
+        raise _cli().usage_error(f"--advance {value!r}: expected a duration like 90s, 15m, 2h, 3d")
+    return int(found[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """The local stack's schedule clock and each function's schedule; `--advance` moves the
+    clock forward (the due schedules run, and the command waits until quiet)."""
+    from dataharvest_local import client
+
+    seconds = parse_duration(args.advance) if args.advance else None
+    info = ensure_stack()
+    path = "/schedule" + (f"?advance={seconds}" if seconds is not None else "")
+    body = client.control(info, path, timeout=30)
+    if seconds and not args.no_wait:
+        _cli()._wait_quiet(info, f"schedule clock +{args.advance}", args.progress)
+        body = client.control(info, "/schedule", timeout=30)
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    clock = "paused" if body["paused"] else "running"
+    table = Table(title=f"schedules (clock {body['now']}, {clock})")
+    for column in ("function", "expression", "next due", "runs", "retrying"):
+        table.add_column(column)
+    for entry in body["schedules"]:
+        table.add_row(
+            entry["function"],
+            entry["expression"],
+            entry["next_due"] or "never again",
+            str(entry["fired"]),
+            str(entry["retrying"]),
+        )
+    _cli().out.print(table)
+    return 0
+
+
 # -- config additions ------------------------------------------------------------------------
 
 
@@ -250,13 +294,22 @@ def add_parsers(sub: Any) -> None:
 
     late_parser = sub.add_parser("late", help="late and missing inputs")
     lsub = late_parser.add_subparsers(dest="action", required=True)
-    check = lsub.add_parser(
-        "check", help="the scheduled checker, run now (the local trigger of checkLate)"
-    )
+    check = lsub.add_parser("check", help="the scheduled checker (checkLate), run now")
     check.add_argument("--at", help="the time to check as of (ISO 8601; default now)")
     check.add_argument("--client", help="only this client")
     check.add_argument("--json", action="store_true")
     late_parser.set_defaults(func=cmd_late)
+
+    schedule = sub.add_parser(
+        "schedule", help="the local scheduler: its clock and each function's schedule"
+    )
+    schedule.add_argument(
+        "--advance", metavar="DURATION", help="move the clock forward (90s, 15m, 2h, 3d)"
+    )
+    schedule.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    schedule.add_argument("--json", action="store_true")
+    progress.add_flags(schedule)
+    schedule.set_defaults(func=cmd_schedule)
 
     alarm_parser = sub.add_parser("alarms", help="the stage's alarms (local evaluation)")
     asub = alarm_parser.add_subparsers(dest="action", required=True)

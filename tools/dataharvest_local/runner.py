@@ -1,5 +1,6 @@
 """The local runner: every function of the given stacks as a warm worker process, and its
-event-source mappings read from each service's serverless.yml `events:`."""
+event-source mappings read from each service's serverless.yml `events:` (sqs, stream, and
+schedule: dataharvest_local.schedule, on the runner's schedule clock)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ from dataharvest_local.mappings import (
     StreamMapping,
 )
 from dataharvest_local.provision import Provisioner, Stack
+from dataharvest_local.schedule import (
+    DEFAULT_MAX_RETRY_ATTEMPTS,
+    ScheduleClock,
+    ScheduleEvent,
+    ScheduleMapping,
+)
 from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 
@@ -36,6 +43,7 @@ class Runner:
         retry_delay_cap: int | None = None,
         crash_retry_s: int = CRASH_RETRY_S,
         service_environment: Callable[[str], dict[str, str]] | None = None,
+        schedule_clock: ScheduleClock | None = None,
     ):
         self.provisioner = provisioner
         self.log_dir = log_dir
@@ -48,6 +56,10 @@ class Runner:
         self.stop_event = threading.Event()
         self.workers: dict[str, Worker] = {}
         self.mappings: list[Mapping] = []
+        # Functions only a schedule invokes: not warmed at start.
+        self.lazy: set[str] = set()
+        # The time `schedule` events see (schedule.py): real time unless the caller pauses it.
+        self.schedule_clock = schedule_clock or ScheduleClock()
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def function_spec(self, stack: Stack, key: str) -> FunctionSpec:
@@ -90,15 +102,31 @@ class Runner:
         streams = self.provisioner.client("dynamodbstreams")
         for key, definition in stack.file.functions.items():
             events = definition.get("events") or []
-            if not any("sqs" in event or "stream" in event for event in events):
-                # Schedules are not run locally (`dataharvest reconcile` is the local trigger):
-                # nothing would ever invoke this function, so it gets no worker process.
+            if not any(
+                "sqs" in event or "stream" in event or "schedule" in event for event in events
+            ):
+                # Nothing would ever invoke this function locally: no worker process.
                 continue
             spec = self.function_spec(stack, key)
             worker = self.workers[spec.name] = Worker(spec, self.log_dir)
+            if not any("sqs" in event or "stream" in event for event in events):
+                # Only a schedule invokes it: its process starts on the first due time.
+                self.lazy.add(spec.name)
             function_arn = (
                 f"arn:aws:lambda:{stack.file.region}:{LOCAL_ACCOUNT_ID}:function:{spec.name}"
             )
+            schedules = [
+                scheduled
+                for event in events
+                if "schedule" in event
+                for scheduled in ScheduleEvent.from_config(event["schedule"])
+            ]
+            for index, scheduled in enumerate(schedules, start=1):
+                self.mappings.append(
+                    self._schedule_mapping(
+                        worker, stack, definition, scheduled, index, function_arn, sqs
+                    )
+                )
             for event in events:
                 if "sqs" in event:
                     self.mappings.append(self._sqs_mapping(worker, stack, event["sqs"], sqs))
@@ -127,6 +155,46 @@ class Runner:
                             worker, stack, event["stream"], streams, sqs, function_arn
                         )
                     )
+
+    def _schedule_mapping(
+        self,
+        worker: Worker,
+        stack: Stack,
+        definition: dict[str, Any],
+        scheduled: ScheduleEvent,
+        index: int,
+        function_arn: str,
+        sqs: Any,
+    ) -> ScheduleMapping:
+        """A `schedule` event: an asynchronous invocation at each due time, retried
+        `maximumRetryAttempts` times, then sent to `destinations.onFailure` (an SQS queue)."""
+        on_failure = (definition.get("destinations") or {}).get("onFailure")
+        if isinstance(on_failure, dict):
+            on_failure = on_failure.get("arn")
+        on_failure_url = (
+            self._queue_url(self.provisioner.resolve(on_failure, stack)) if on_failure else None
+        )
+        return ScheduleMapping(
+            worker,
+            self.activity,
+            self.stop_event,
+            event=scheduled,
+            index=index,
+            clock=self.schedule_clock,
+            region=stack.file.region,
+            account=LOCAL_ACCOUNT_ID,
+            function_arn=function_arn,
+            max_retry_attempts=int(
+                definition.get("maximumRetryAttempts", DEFAULT_MAX_RETRY_ATTEMPTS)
+            ),
+            retry_delay_cap=self.retry_delay_cap,
+            sqs=sqs,
+            on_failure_queue_url=on_failure_url,
+        )
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Each schedule's function, expression, next due time and invocations so far."""
+        return [m.describe() for m in self.mappings if isinstance(m, ScheduleMapping)]
 
     @staticmethod
     def _instances(config: Any) -> int:
@@ -200,8 +268,9 @@ class Runner:
             mapping.start()
         # Cold starts (imports of boto3, powertools, psycopg) take seconds each; take them in
         # the background now rather than on the first event of every function.
-        for worker in self.workers.values():
-            threading.Thread(target=self._warm, args=(worker,), daemon=True).start()
+        for name, worker in self.workers.items():
+            if name not in self.lazy:
+                threading.Thread(target=self._warm, args=(worker,), daemon=True).start()
 
     @staticmethod
     def _warm(worker: Worker) -> None:

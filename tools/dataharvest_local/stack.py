@@ -11,9 +11,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
@@ -24,6 +26,7 @@ from dataharvest_local import db_roles, slsconfig
 from dataharvest_local.mappings import CRASH_RETRY_S
 from dataharvest_local.provision import Provisioner
 from dataharvest_local.runner import Runner
+from dataharvest_local.schedule import ScheduleClock
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -34,6 +37,8 @@ DATABASE_NAME = "dataharvest"
 # `dataharvest run` stops waiting when the only work left is retries this far away or more
 # (a short local retry delay is simply waited out).
 STALL_AFTER_S = 10
+# "paused": the schedule clock starts paused (`dataharvest up`, detached stacks of tests).
+SCHEDULE_CLOCK_ENV = "DATAHARVEST_LOCAL_SCHEDULE_CLOCK"
 
 
 @dataclass
@@ -128,8 +133,15 @@ class LocalStack:
         service_files: list[Path] | None = None,
         retry_delay_cap: int | None = None,
         crash_retry_s: int | None = None,
+        schedule_clock: ScheduleClock | None = None,
     ):
         self.home = home
+        # The time the functions' `schedule` events see: real time, or paused (tests, and
+        # DATAHARVEST_LOCAL_SCHEDULE_CLOCK=paused) and moved with /schedule?advance=SECONDS.
+        if schedule_clock is None:
+            paused = os.environ.get(SCHEDULE_CLOCK_ENV) == "paused"
+            schedule_clock = ScheduleClock(paused=paused)
+        self.schedule_clock = schedule_clock
         self.stage = stage
         self.region = region
         self.service_files = service_files
@@ -203,6 +215,7 @@ class LocalStack:
             crash_retry_s=CRASH_RETRY_S if self.crash_retry_s is None else self.crash_retry_s,
             # Each service connects with its own database role (security/roles.py).
             service_environment=db_roles.ServiceDatabases(database_url),
+            schedule_clock=self.schedule_clock,
         )
         for path in (
             self.service_files if self.service_files is not None else slsconfig.service_files()
@@ -260,6 +273,8 @@ class LocalStack:
                     }
                 elif self.path == "/status":
                     body = stack.runner.status()
+                elif self.path.startswith("/schedule"):
+                    body = stack.schedule_control(self.path)
                 else:
                     self.send_error(404)
                     return
@@ -275,6 +290,18 @@ class LocalStack:
 
         self.control = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.control.serve_forever, daemon=True).start()
+
+    def schedule_control(self, path: str) -> dict[str, Any]:
+        """`/schedule`: the clock and each schedule; `?advance=SECONDS` moves a paused or
+        running clock forward first (the schedules fire on their next poll)."""
+        query = parse_qs(urlsplit(path).query)
+        if "advance" in query:
+            self.schedule_clock.advance(timedelta(seconds=float(query["advance"][0])))
+        return {
+            "now": self.schedule_clock.now().isoformat(),
+            "paused": self.schedule_clock.paused,
+            "schedules": self.runner.schedules() if self.runner else [],
+        }
 
     def stop(self) -> None:
         from dataharvest_local.api_server import stop_local_api

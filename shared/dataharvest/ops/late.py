@@ -5,11 +5,12 @@ An expectation (`dataharvest config set-expectations`) says: for every business 
 weekday is one of `weekdays`, each of `entities` is due at `due_by` (local time in `timezone`)
 on D + `lag_days`. Business dates before the expectation was set are never late.
 
-The checker (`check`, run on a schedule: services/operations `checkLate` in the cloud,
-`dataharvest late check` locally) finds each expected input past its due time that has not
-arrived (no current load, loaded or rejected, in audit.file_loads) and, once per input and date
-(audit.late_inputs): marks the metastore item (`<prefix>_late` = true, e.g. `account_late`),
-sends the partner one error_message (ops.notices) and raises the `inputs-late` alarm. An
+The checker (`check`, run on a schedule: services/operations `checkLate`, in the cloud and
+on the local runner's scheduler; `dataharvest late check` runs it now) finds each expected
+input past its due time that has not arrived (no current load, loaded or rejected, in
+audit.file_loads) and, once per input and date (audit.late_inputs): marks the metastore item
+(`<prefix>_late` = true, e.g. `account_late`), sends the partner one error_message
+(ops.notices) and raises the `inputs-late` alarm. An
 input that arrives later clears it: persistence removes the flag when it publishes the load and
 records the clearing (`input_arrived`), and each checker run clears what arrived meanwhile.
 """
@@ -160,6 +161,20 @@ def get_expectations(conn: psycopg.Connection, client_id: str | None = None) -> 
 
 
 # -- the checker ---------------------------------------------------------------------------
+
+
+def scheduled_time(event: dict[str, Any]) -> datetime | None:
+    """The due time of the schedule that invoked the checker (an EventBridge scheduled event's
+    `time`; the local scheduler's clock), so a run checks as of its window, retries included;
+    None for another invocation (the current time then)."""
+    value = event.get("time") if event.get("detail-type") == "Scheduled Event" else None
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"scheduled event time {value!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def due_inputs(expectation: Expectation, now: datetime) -> list[LateInput]:

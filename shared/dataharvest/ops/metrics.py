@@ -34,6 +34,15 @@ CATAPULT_WORK_MESSAGES_OUT = "CatapultWorkMessagesOut"
 PUBLISHER_MESSAGES_SENT = "PublisherMessagesSent"
 PARTNER_NOTICES_SENT = "PartnerNoticesSent"
 INPUTS_LATE = "InputsLate"
+# Snapshot tables (dimension entity = the snapshot table): the rows of each applied export by
+# what the delta found, the changes put on the change stream, the replica rows the applier
+# changed.
+SNAPSHOT_ROWS_INSERTED = "SnapshotRowsInserted"
+SNAPSHOT_ROWS_UPDATED = "SnapshotRowsUpdated"
+SNAPSHOT_ROWS_DELETED = "SnapshotRowsDeleted"
+SNAPSHOT_ROWS_UNCHANGED = "SnapshotRowsUnchanged"
+SNAPSHOT_CHANGES_PUBLISHED = "SnapshotChangesPublished"
+SNAPSHOT_CHANGES_APPLIED = "SnapshotChangesApplied"
 
 Count = MetricUnit.Count
 Seconds = MetricUnit.Seconds

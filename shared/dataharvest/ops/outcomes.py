@@ -201,6 +201,50 @@ def key_outcome(conn: psycopg.Connection, key: str, version: str | None) -> KeyO
     return KeyOutcome(key, status, reason or "")
 
 
+# How far the loads of uploaded object versions got, in one statement: versions with a load
+# recorded that is no longer staging, and the chunks of those still staging (staged / all).
+UPLOAD_PROGRESS = """
+WITH uploaded AS (
+    SELECT DISTINCT u.key, u.version
+    FROM unnest(%(keys)s::text[], %(versions)s::text[]) AS u(key, version)
+), staging AS (
+    SELECT f.load_id FROM audit.file_loads f
+    JOIN uploaded u ON f.source_key = u.key AND f.source_version = u.version
+    WHERE f.status = 'staging'
+)
+SELECT
+    (SELECT count(*) FROM uploaded u WHERE EXISTS (
+        SELECT 1 FROM audit.file_loads f
+        WHERE f.source_key = u.key AND f.source_version = u.version AND f.status <> 'staging')),
+    (SELECT count(*) FROM uploaded),
+    (SELECT count(*) FILTER (WHERE c.staged_at IS NOT NULL) FROM audit.load_chunks c
+     WHERE c.load_id IN (SELECT load_id FROM staging)),
+    (SELECT count(*) FROM audit.load_chunks c WHERE c.load_id IN (SELECT load_id FROM staging))
+"""
+
+
+@dataclass(frozen=True)
+class UploadProgress:
+    settled: int  # object versions whose load is recorded (loaded, rejected, unroutable, ...)
+    total: int
+    chunks_staged: int  # of the loads still staging (large files load in chunks)
+    chunks: int
+
+
+def upload_progress(
+    conn: psycopg.Connection, uploaded: list[tuple[str, str | None]]
+) -> UploadProgress:
+    """How far the loads of `uploaded` (key, version) got (`dataharvest run`'s progress);
+    versions without an id are not counted."""
+    pairs = [(key, version) for key, version in uploaded if version is not None]
+    row = conn.execute(
+        UPLOAD_PROGRESS,
+        {"keys": [k for k, _ in pairs], "versions": [v for _, v in pairs]},
+    ).fetchone()
+    assert row is not None  # an aggregate row
+    return UploadProgress(*(int(value) for value in row))
+
+
 UPLOADS = """
 SELECT load_id, to_char(business_date, 'YYYY-MM-DD') AS business_date, entity, source_key,
        source_version, status, rows_total, rows_loaded, rows_rejected, reason, is_current,

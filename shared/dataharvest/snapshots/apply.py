@@ -19,9 +19,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dataharvest.ops import metrics
 from dataharvest.snapshots import tables
 
 STAGE = "_replica_incoming"
+# The applying service (the metrics' `service` dimension).
+SERVICE = "snapshot_applier"
 
 
 class ChangeError(ValueError):
@@ -85,14 +88,19 @@ def _latest(changes: Iterable[Change]) -> dict[tuple[str, str], list[Change]]:
 def apply_changes(conn: psycopg.Connection, changes: Iterable[Change]) -> int:
     """Apply in one transaction; returns how many rows of replica_store changed."""
     grouped = _latest(changes)
-    changed = 0
+    per_table: dict[tuple[str, str], int] = {}
     with conn.transaction():
         for (client_id, table_name), group in grouped.items():
             table = tables.get(conn, client_id, table_name)
             if table is None:
                 raise ChangeError(f"snapshot table {table_name} is not registered for {client_id}")
-            changed += _upsert(conn, table, group)
-    return changed
+            per_table[(client_id, table_name)] = _upsert(conn, table, group)
+    # After the commit: replica rows changed per table (a redelivered change changes none).
+    for (client_id, table_name), rows in per_table.items():
+        metrics.emit(
+            SERVICE, table_name, metrics.SNAPSHOT_CHANGES_APPLIED, rows, client_id=client_id
+        )
+    return sum(per_table.values())
 
 
 def _upsert(conn: psycopg.Connection, table: tables.SnapshotTable, group: list[Change]) -> int:

@@ -27,6 +27,7 @@ from psycopg.rows import class_row
 
 from dataharvest import metastore
 from dataharvest.observability import logger
+from dataharvest.ops import metrics
 from dataharvest.persistence import source
 from dataharvest.persistence.exceptions import FileRejected, UnroutableKey
 from dataharvest.persistence.settings import get_settings
@@ -34,6 +35,8 @@ from dataharvest.snapshots import delta, publish, tables
 from dataharvest.snapshots.routing import SnapshotRoute
 
 FaultHook = Callable[[str], None]
+# The service that computes and publishes deltas (the metrics' `service` dimension).
+SERVICE = "persistence"
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,28 @@ def _apply(
         "snapshot export applied",
         extra={"key": key, "rows": stats.rows, "changes": changed},
     )
+    delta_metrics(route, key, stats)
     return record
+
+
+def delta_metrics(route: SnapshotRoute, key: str, stats: delta.DeltaStats) -> None:
+    """The applied export's rows by what the delta found, once per export (a redelivery finds
+    the export recorded and applies nothing)."""
+    for name, value in (
+        (metrics.SNAPSHOT_ROWS_INSERTED, stats.inserts),
+        (metrics.SNAPSHOT_ROWS_UPDATED, stats.updates),
+        (metrics.SNAPSHOT_ROWS_DELETED, stats.deletes),
+        (metrics.SNAPSHOT_ROWS_UNCHANGED, stats.unchanged),
+    ):
+        metrics.emit(
+            SERVICE,
+            route.table,
+            name,
+            value,
+            client_id=route.client_id,
+            key=key,
+            export_version=route.export_version,
+        )
 
 
 def metastore_attributes(record: ExportRecord) -> dict[str, object]:

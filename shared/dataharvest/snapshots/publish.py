@@ -25,6 +25,7 @@ import boto3
 import psycopg
 
 from dataharvest.observability import logger
+from dataharvest.ops import metrics
 
 # PutRecords takes at most 500 records and 5 MiB per request.
 MAX_RECORDS = 500
@@ -171,5 +172,10 @@ def publish_pending(
         logger.info(
             "snapshot changes published",
             extra={"client_id": client_id, "table": table, "records": sent},
+        )
+        # Counted once the cursor is past them: a batch sent again after a crash counts twice
+        # on the stream and here alike.
+        metrics.emit(
+            "persistence", table, metrics.SNAPSHOT_CHANGES_PUBLISHED, sent, client_id=client_id
         )
     return sent
