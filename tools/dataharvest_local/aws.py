@@ -1,4 +1,4 @@
-"""The embedded AWS endpoint: moto's server on loopback, with four gaps closed.
+"""The embedded AWS endpoint: moto's server on loopback, with five gaps closed.
 
 1. moto 5 sends no S3 notification when a delete on a versioned bucket creates a delete marker
    (AWS sends `s3:ObjectRemoved:DeleteMarkerCreated`). Our landing bucket is versioned, so
@@ -19,6 +19,12 @@
    leaves the rest of moto's Query (key conditions, filters, Limit, pagination, order,
    projections, counts) as it is. Queries on a secondary index keep moto's path (no table of
    ours has one).
+5. Browser uploads (the console's presigned POST): moto's server answers every request with
+   `Access-Control-Allow-Origin: *` whatever the bucket's CORS rules say, and its POST Object
+   answer has neither the new version's id nor the bucket's CORS headers. S3 sends both, and
+   only what the bucket's rules allow. The global header is off, so the landing bucket's CORS
+   rule (serverless.yml) decides as in AWS, and a POST answers with `x-amz-version-id` and
+   the CORS headers of the rule matching the request's Origin.
 
 The patches touch moto's classes in this process only.
 """
@@ -268,12 +274,52 @@ def _query_reads_one_partition() -> None:
     Table.query = query
 
 
+_posted = threading.local()
+
+
+def _s3_post_answers_like_s3() -> None:
+    from moto.moto_server import werkzeug_app
+    from moto.s3 import models, responses
+
+    # Read when moto builds each service's app, i.e. after this runs (server start).
+    werkzeug_app.DISABLE_GLOBAL_CORS = True
+    original_post = responses.S3Response._bucket_response_post
+    if getattr(original_post, "dataharvest_patched", False):
+        return
+    original_put = models.S3Backend.put_object
+
+    def put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        key = original_put(self, *args, **kwargs)
+        if getattr(_posted, "watching", False):
+            _posted.key = key
+        return key
+
+    def bucket_response_post(self: Any, request: Any, bucket_name: str) -> Any:
+        # One request per thread: the key moto's POST stores is the one put_object returns
+        # on this thread while it runs (a POST that deletes keys stores none).
+        _posted.watching, _posted.key = True, None
+        try:
+            status, headers, body = original_post(self, request, bucket_name)
+            stored = _posted.key
+        finally:
+            _posted.watching, _posted.key = False, None
+        headers = {**self._get_cors_headers_other(), **headers}
+        if stored is not None and stored.version_id not in (None, "null"):
+            headers["x-amz-version-id"] = stored.version_id
+        return status, headers, body
+
+    bucket_response_post.dataharvest_patched = True  # type: ignore[attr-defined]
+    models.S3Backend.put_object = put_object
+    responses.S3Response._bucket_response_post = bucket_response_post
+
+
 def patch_moto() -> None:
     """Apply every patch above to moto's classes in this process (idempotent)."""
     _notify_delete_markers()
     _fast_sqs_queues()
     _list_moto_modules_once()
     _query_reads_one_partition()
+    _s3_post_answers_like_s3()
 
 
 def start_moto_server(port: int):
