@@ -220,3 +220,25 @@ def test_partner_sees_why_an_upload_is_refused_or_rejected(page, local_stack, tm
     expect(row.get_by_role("cell").first).to_have_text("rejected", timeout=180_000)
     expect(row).to_contain_text("rejected whole: the header lacks required column(s)")
     expect(row).to_contain_text("cash_balance")
+
+
+def test_operator_uploads_two_files_for_a_client_one_after_the_other(page, local_stack) -> None:
+    from playwright.sync_api import expect
+
+    client = f"op-{uuid.uuid4().hex[:8]}"
+    sign_in(page, local_stack.home)
+    page.get_by_role("link", name="Upload").click()
+    box = page.get_by_label("Client", exact=True)
+    assert box.is_editable()  # an operator names the client
+    box.fill(client)
+    files = (("clients_20240102.csv", 3), ("portfolios_20240102.csv", 6))
+    for name, _ in files:
+        # The second goes while the first may still be loading.
+        page.get_by_label("File", exact=True).set_input_files(str(EXAMPLES / name))
+        page.get_by_role("button", name="Upload", exact=True).click()
+        page.get_by_role("row", name=f"{client}/{name}").wait_for()
+        expect(box).to_have_value(client)
+    for name, rows in files:
+        row = page.get_by_role("row", name=f"{client}/{name}")
+        expect(row.get_by_role("cell").first).to_have_text("loaded", timeout=180_000)
+        expect(row).to_contain_text(f"{rows} rows loaded, 0 rejected")

@@ -367,6 +367,7 @@ const OUTCOME = {
 async function followLoad(client, key, version, cells) {
   const deadline = Date.now() + UPLOAD_WAIT_MS;
   while (Date.now() < deadline) {
+    if (!state.token) return; // signed out: the row stays as it was
     const page = await api("GET", `/clients/${encodeURIComponent(client)}/loads?limit=100`);
     const load = page.items.find((l) => l.source_key === key && l.source_version === version);
     if (load && load.status !== "staging") {
@@ -414,18 +415,25 @@ async function upload(event) {
     if (!version) throw new Error(`upload of ${post.key}: the bucket did not say which version it stored`);
     setCheck(`${post.key} uploaded; following its load`, true);
     $("upload-form").reset();
+    $("upload-client").value = client; // the next file is most likely for the same client
     await renderUpload();
-    await followLoad(client, post.key, version, cells);
+    // The next file can go while this one loads; the row follows this one.
+    followLoad(client, post.key, version, cells).catch((error) => {
+      failRow(cells, error);
+      report(error);
+    });
   } catch (error) {
-    if (cells) {
-      cells.status.textContent = "failed";
-      cells.status.className = "bad";
-      cells.detail.textContent = error.message;
-    }
+    if (cells) failRow(cells, error);
     throw error;
   } finally {
     button.disabled = false;
   }
+}
+
+function failRow(cells, error) {
+  cells.status.textContent = "failed";
+  cells.status.className = "bad";
+  cells.detail.textContent = error.message;
 }
 
 // -- dead letters -------------------------------------------------------------------------------------
