@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from dataharvest.api.auth import LOCAL_KEY_ENV, ensure_signing_key
 from dataharvest_local.instances import InvokeError, Worker
@@ -31,19 +31,33 @@ from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
 log = logging.getLogger(__name__)
 PORT_ENV = "DATAHARVEST_API_PORT"
+# What the infra stack's landing bucket CORS rule allows uploads from (serverless.yml).
+CONSOLE_ORIGIN_ENV = "DATAHARVEST_CONSOLE_ORIGIN"
 WORKERS_ENV = "DATAHARVEST_API_WORKERS"
 CONSOLE_PREFIX = "/console/"
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
-}
+
+
+def security_headers(upload_origin: str | None = None) -> dict[str, str]:
+    """The console's response headers; `upload_origin` (the S3 endpoint presigned uploads go
+    to) is the one other origin its scripts may connect to."""
+    connect = "'self'" + (f" {upload_origin}" if upload_origin else "")
+    return {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'self'"
+        ),
+    }
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def http_event(
@@ -154,9 +168,16 @@ def _warm(worker: Worker) -> None:
 class LocalApi:
     """The HTTP front on 127.0.0.1; `url` is the API's base URL."""
 
-    def __init__(self, invoke: Callable[[dict[str, Any]], Any], console_dir: Path, port: int = 0):
+    def __init__(
+        self,
+        invoke: Callable[[dict[str, Any]], Any],
+        console_dir: Path,
+        port: int = 0,
+        upload_origin: str | None = None,
+    ):
         self.invoke = invoke
         self.console_dir = console_dir.resolve()
+        self.security_headers = security_headers(upload_origin)
         front = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -227,7 +248,11 @@ class LocalApi:
         kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
         if kind.startswith("text/") or kind == "application/javascript":
             kind += "; charset=utf-8"
-        headers = [("Content-Type", kind), ("Cache-Control", "no-cache"), *SECURITY_HEADERS.items()]
+        headers = [
+            ("Content-Type", kind),
+            ("Cache-Control", "no-cache"),
+            *self.security_headers.items(),
+        ]
         self._send(request, 200, headers, file.read_bytes())
 
     @staticmethod
@@ -244,8 +269,13 @@ class LocalApi:
             request.wfile.write(body)
 
 
-def start_local_api(provisioner: Any, runner: Any, home: Path) -> LocalApi | None:
-    """Serve the stack's HTTP API function (the one with `httpApi` events), if it has one."""
+def start_local_api(provisioner: Any, runner: Any, home: Path, port: int = 0) -> LocalApi | None:
+    """Serve the stack's HTTP API function (the one with `httpApi` events), if it has one, on
+    `port` (0: DATAHARVEST_API_PORT, else any free one).
+
+    Presigned uploads point at the local AWS endpoint (the workers' AWS_ENDPOINT_URL, on
+    loopback like this front), so a browser on this machine reaches them; the console's
+    Content-Security-Policy lets its scripts connect there."""
     for stack in provisioner.stacks.values():
         for key, definition in stack.file.functions.items():
             if not any("httpApi" in event for event in definition.get("events") or []):
@@ -259,7 +289,8 @@ def start_local_api(provisioner: Any, runner: Any, home: Path) -> LocalApi | Non
             api = LocalApi(
                 pool.invoke,
                 stack.file.directory / "console",
-                int(os.environ.get(PORT_ENV) or 0),
+                port or int(os.environ.get(PORT_ENV) or 0),
+                upload_origin=origin_of(provisioner.endpoint_url),
             )
             api.pool = pool  # type: ignore[attr-defined]
             api.start()

@@ -1,4 +1,4 @@
-"""The embedded AWS endpoint: moto's server on loopback, with three gaps closed.
+"""The embedded AWS endpoint: moto's server on loopback, with five gaps closed.
 
 1. moto 5 sends no S3 notification when a delete on a versioned bucket creates a delete marker
    (AWS sends `s3:ObjectRemoved:DeleteMarkerCreated`). Our landing bucket is versioned, so
@@ -12,6 +12,24 @@
    after its message was deleted.
 3. moto's server lists its own package folder on disk (a stat per service) twice for every
    request it routes; the folder does not change while the server runs, so it is listed once.
+4. moto's DynamoDB Query on a table's own key builds and sorts a list of every item of the
+   table, then keeps those of the asked partition: ~0.3-0.6 s per Query at 30,000 items, which
+   was nearly all of the Data API's status route. moto already stores a table's items by hash
+   key (`Table.items[hash][range]`), so the patch has that Query read its partition alone and
+   leaves the rest of moto's Query (key conditions, filters, Limit, pagination, order,
+   projections, counts) as it is. Queries on a secondary index keep moto's path (no table of
+   ours has one).
+   What then remained of a 30-item Query (~50 ms) was nearly all moto's shape-driven response
+   serializer, which matches each attribute value against the ten members of DynamoDB's
+   AttributeValue through name aliases. The JSON form of an attribute value is its type
+   letter and value, so DynamoDB's attribute values are written out directly (blobs base64,
+   as moto writes them); any other value, or one of a form not known here, goes moto's way.
+5. Browser uploads (the console's presigned POST): moto's server answers every request with
+   `Access-Control-Allow-Origin: *` whatever the bucket's CORS rules say, and its POST Object
+   answer has neither the new version's id nor the bucket's CORS headers. S3 sends both, and
+   only what the bucket's rules allow. The global header is off, so the landing bucket's CORS
+   rule (serverless.yml) decides as in AWS, and a POST answers with `x-amz-version-id` and
+   the CORS headers of the rule matching the request's Origin.
 
 The patches touch moto's classes in this process only.
 """
@@ -193,13 +211,200 @@ def _list_moto_modules_once() -> None:
     backends.list_of_moto_modules = list_of_moto_modules
 
 
+_partition = threading.local()
+
+
+def _query_reads_one_partition() -> None:
+    """Table.query without an index reads `Table.items[hash_key]` instead of every item.
+
+    moto's query calls `self.all_items()` once, on its table-key path only, and keeps the items
+    whose hash key equals the asked one. While a patched query runs, this thread's
+    `all_items()` of that table returns that partition alone, ordered as moto orders it (by
+    hash key, then range key). DynamoType's hash and equality agree (both on type and cast
+    value), so the dictionary lookup finds exactly the items moto's comparison keeps."""
+    from moto.dynamodb.models.table import Table
+
+    original_query = Table.query
+    if getattr(original_query, "dataharvest_patched", False):
+        return
+    original_all_items = Table.all_items
+
+    def all_items(self: Any) -> list[Any]:
+        hint = getattr(_partition, "hint", None)
+        if hint is None or hint[0] is not self:
+            return original_all_items(self)
+        stored = self.items.get(hint[1])  # .get: items is a defaultdict; do not add a key
+        if stored is None:
+            return []
+        if self.range_key_attr:
+            return sorted(stored.values(), key=lambda item: item.range_key)
+        return [stored]
+
+    @functools.wraps(original_query)
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: Any,
+        range_objs: Any,
+        limit: Any,
+        exclusive_start_key: Any,
+        scan_index_forward: Any,
+        projection_expressions: Any,
+        index_name: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        outer = getattr(_partition, "hint", None)
+        _partition.hint = (self, hash_key) if index_name is None and hash_key is not None else None
+        try:
+            return original_query(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                projection_expressions,
+                index_name,
+                *args,
+                **kwargs,
+            )
+        finally:
+            _partition.hint = outer
+
+    query.dataharvest_patched = True  # type: ignore[attr-defined]
+    query.dataharvest_original = original_query  # type: ignore[attr-defined]
+    Table.all_items = all_items
+    Table.query = query
+
+
+_posted = threading.local()
+
+
+def _s3_post_answers_like_s3() -> None:
+    from moto.moto_server import werkzeug_app
+    from moto.s3 import models, responses
+
+    # Read when moto builds each service's app, i.e. after this runs (server start).
+    werkzeug_app.DISABLE_GLOBAL_CORS = True
+    original_post = responses.S3Response._bucket_response_post
+    if getattr(original_post, "dataharvest_patched", False):
+        return
+    original_put = models.S3Backend.put_object
+
+    def put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        key = original_put(self, *args, **kwargs)
+        if getattr(_posted, "watching", False):
+            _posted.key = key
+        return key
+
+    def bucket_response_post(self: Any, request: Any, bucket_name: str) -> Any:
+        # One request per thread: the key moto's POST stores is the one put_object returns
+        # on this thread while it runs (a POST that deletes keys stores none).
+        _posted.watching, _posted.key = True, None
+        try:
+            status, headers, body = original_post(self, request, bucket_name)
+            stored = _posted.key
+        finally:
+            _posted.watching, _posted.key = False, None
+        headers = {**self._get_cors_headers_other(), **headers}
+        if stored is not None and stored.version_id not in (None, "null"):
+            headers["x-amz-version-id"] = stored.version_id
+        return status, headers, body
+
+    bucket_response_post.dataharvest_patched = True  # type: ignore[attr-defined]
+    models.S3Backend.put_object = put_object
+    responses.S3Response._bucket_response_post = bucket_response_post
+
+
+_STRING_KINDS = frozenset({"S", "N"})
+_STRING_SET_KINDS = frozenset({"SS", "NS"})
+_BOOLEAN_KINDS = frozenset({"BOOL", "NULL"})
+
+
+def attribute_value_json(value: Any, base64: Any) -> dict[str, Any] | None:
+    """DynamoDB's JSON of one attribute value as moto holds it ({type: value}, blobs as bytes),
+    as moto's serializer writes it; None for a form this does not know (moto's way then)."""
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, Any] = {}
+    for kind, member in value.items():
+        if member is None:
+            continue
+        if kind in _STRING_KINDS:
+            out[kind] = str(member)
+        elif kind in _BOOLEAN_KINDS:
+            out[kind] = member
+        elif kind in _STRING_SET_KINDS:
+            out[kind] = [str(v) for v in member]
+        elif kind == "B":
+            out[kind] = base64(member)
+        elif kind == "BS":
+            out[kind] = [base64(v) for v in member]
+        elif kind == "M":
+            entries = {}
+            for name, inner in member.items():
+                written = attribute_value_json(inner, base64)
+                if written is None:
+                    return None
+                entries[name] = written
+            out[kind] = entries
+        elif kind == "L":
+            elements = []
+            for inner in member:
+                written = attribute_value_json(inner, base64)
+                if written is None:
+                    return None
+                elements.append(written)
+            out[kind] = elements
+        else:
+            return None
+    return out
+
+
+def _fast_attribute_values() -> None:
+    from moto.core import serialize
+
+    serializer = serialize.BaseJSONSerializer
+    original = serializer._serialize_type_structure
+    if getattr(original, "dataharvest_patched", False):
+        return
+
+    def serialize_type_structure(
+        self: Any, serialized: Any, value: Any, shape: Any, key: str
+    ) -> None:
+        if (
+            key
+            and shape.name == "AttributeValue"
+            and self.operation_model.service_model.service_name == "dynamodb"
+        ):
+            written = attribute_value_json(value, self._base64)
+            if written is not None:
+                self._default_serialize(serialized, written, shape, key)
+                return
+        original(self, serialized, value, shape, key)
+
+    serialize_type_structure.dataharvest_patched = True  # type: ignore[attr-defined]
+    serialize_type_structure.dataharvest_original = original  # type: ignore[attr-defined]
+    serializer._serialize_type_structure = serialize_type_structure
+
+
+def patch_moto() -> None:
+    """Apply every patch above to moto's classes in this process (idempotent)."""
+    _notify_delete_markers()
+    _fast_sqs_queues()
+    _list_moto_modules_once()
+    _query_reads_one_partition()
+    _fast_attribute_values()
+    _s3_post_answers_like_s3()
+
+
 def start_moto_server(port: int):
     """Start moto's server on 127.0.0.1:port in this process; returns it (call .stop())."""
     from moto.server import ThreadedMotoServer
 
-    _notify_delete_markers()
-    _fast_sqs_queues()
-    _list_moto_modules_once()
+    patch_moto()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server

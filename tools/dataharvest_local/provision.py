@@ -309,6 +309,9 @@ class Provisioner:
             s3.put_bucket_notification_configuration(
                 Bucket=name, NotificationConfiguration={"QueueConfigurations": queues}
             )
+        cors = props.get("CorsConfiguration")
+        if cors:
+            s3.put_bucket_cors(Bucket=name, CORSConfiguration=s3_cors_configuration(cors))
         attrs = {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
         return LocalResource(logical, "AWS::S3::Bucket", attrs, name)
 
@@ -335,6 +338,31 @@ class _Placeholder(dict):
 
     def __missing__(self, attribute: str) -> str:
         return f"{self.base}/{attribute}"
+
+
+# CloudFormation's CorsRule property -> S3 PutBucketCors's CORSRule member.
+_CORS_RULE_NAMES = {
+    "Id": "ID",
+    "AllowedOrigins": "AllowedOrigins",
+    "AllowedMethods": "AllowedMethods",
+    "AllowedHeaders": "AllowedHeaders",
+    "ExposedHeaders": "ExposeHeaders",
+    "MaxAge": "MaxAgeSeconds",
+}
+
+
+def s3_cors_configuration(cfn_cors: dict[str, Any]) -> dict[str, Any]:
+    """An AWS::S3::Bucket CorsConfiguration as PutBucketCors takes it (same rules)."""
+    rules = []
+    for rule in cfn_cors["CorsRules"]:
+        unknown = set(rule) - set(_CORS_RULE_NAMES)
+        if unknown:
+            raise ValueError(f"CorsRule: the local stack does not know {sorted(unknown)}")
+        converted = {_CORS_RULE_NAMES[k]: v for k, v in rule.items()}
+        if "MaxAgeSeconds" in converted:
+            converted["MaxAgeSeconds"] = int(converted["MaxAgeSeconds"])
+        rules.append(converted)
+    return {"CORSRules": rules}
 
 
 def _s3_filter(cfn_filter: dict[str, Any]) -> dict[str, Any]:

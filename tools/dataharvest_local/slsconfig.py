@@ -94,9 +94,17 @@ def _parse(path: Path, mtime_ns: int) -> Any:
     return yaml.load(path.read_text(), Loader=_CfnLoader)
 
 
-def load(path: Path, stage: str = "local", region: str = "eu-west-1") -> ServerlessFile:
+def load(
+    path: Path,
+    stage: str = "local",
+    region: str = "eu-west-1",
+    environ: dict[str, str] | None = None,
+) -> ServerlessFile:
+    """`environ` (default: this process's environment) is what `${env:...}` reads."""
     raw = yaml.load(path.read_text(), Loader=_CfnLoader)
     variables = Variables(stage=stage, region=region, directory=path.parent)
+    if environ is not None:
+        variables.environ = dict(environ)
     resolved = _resolve(raw, raw, variables, depth=0)
     return ServerlessFile(path=path, data=resolved, stage=stage, region=region)
 

@@ -192,7 +192,17 @@ class LocalStack:
                 storage.drop_all(conn)
                 lake_catalog.drop_local_catalog(conn)
         self.provisioner = Provisioner(endpoint_url=endpoint_url, region=self.region)
-        root = slsconfig.load(slsconfig.root_file(), self.stage, self.region)
+        # The API front's port is chosen now: its origin is the console's, the one origin the
+        # landing bucket's CORS rule lets upload (serverless.yml, custom.consoleOrigin).
+        from dataharvest_local.api_server import CONSOLE_ORIGIN_ENV, PORT_ENV
+
+        api_port = int(os.environ.get(PORT_ENV) or 0) or free_port()
+        root = slsconfig.load(
+            slsconfig.root_file(),
+            self.stage,
+            self.region,
+            environ={**os.environ, CONSOLE_ORIGIN_ENV: f"http://127.0.0.1:{api_port}"},
+        )
         self.provisioner.provision(root)
         # The personal-data KMS key (the provisioner creates no KMS keys locally).
         personal.ensure_local_kms_key(self.provisioner.client("kms"), self.stage)
@@ -228,7 +238,7 @@ class LocalStack:
         # The api service's handler behind a local HTTP front (API Gateway events).
         from dataharvest_local.api_server import start_local_api
 
-        self.api = start_local_api(self.provisioner, self.runner, self.home)
+        self.api = start_local_api(self.provisioner, self.runner, self.home, api_port)
         self.info.api_url = self.api.url if self.api else ""
         self._serve_control(control_port)
         (self.home / "stack.json").write_text(json.dumps(self.info.__dict__, indent=2))

@@ -6,7 +6,9 @@ const INPUTS = [["client", "C"], ["portfolio", "P"], ["account", "A"], ["transac
 const TABLES = ["rejections", "quality-issues", "portfolio-summary", "client-tax", "messages"];
 const REFRESH_MS = 5000;
 const GRID_DATES = 14;
-const state = { token: null, me: null, config: {}, timer: null };
+const UPLOAD_POLL_MS = 1500;
+const UPLOAD_WAIT_MS = 10 * 60 * 1000;
+const state = { token: null, me: null, config: {}, timer: null, uploadName: null };
 
 // -- helpers -----------------------------------------------------------------------------------
 
@@ -173,6 +175,9 @@ async function route() {
     if (parts[0] === "clients" && parts[2] === "dates") {
       showView("date");
       await renderDate(decodeURIComponent(parts[1]), parts[3]);
+    } else if (parts[0] === "upload") {
+      showView("upload");
+      await renderUpload();
     } else if (parts[0] === "dlq" && isOperator()) {
       showView("dlq");
       await renderDlq();
@@ -283,6 +288,154 @@ async function renderDate(client, day) {
   announce(`Loaded ${client} ${day}`);
 }
 
+// -- upload ----------------------------------------------------------------------------------------
+// The file goes from the browser to the landing bucket with a presigned POST the API signs for
+// one key of the client (POST /clients/{c}/uploads); the bucket answers with the new version's
+// id, and the client's load history (GET /clients/{c}/loads) says what became of that version.
+
+async function uploadNamePattern() {
+  // The API's own rule for upload names (its OpenAPI document), so the console checks what the
+  // API will check, before anything is sent.
+  if (!state.uploadName) {
+    const response = await fetch((state.config.apiBase || "") + "/openapi.json");
+    if (!response.ok) throw new Error(`GET /openapi.json: ${response.status}`);
+    const schema = (await response.json()).components.schemas.UploadRequest.properties.filename;
+    state.uploadName = { pattern: new RegExp(schema.pattern), description: schema.description };
+  }
+  return state.uploadName;
+}
+
+function realDate(yyyymmdd) {
+  const [y, m, d] = [yyyymmdd.slice(0, 4), yyyymmdd.slice(4, 6), yyyymmdd.slice(6, 8)].map(Number);
+  const day = new Date(Date.UTC(y, m - 1, d));
+  return day.getUTCFullYear() === y && day.getUTCMonth() === m - 1 && day.getUTCDate() === d;
+}
+
+async function checkUploadName(name) {
+  const rule = await uploadNamePattern();
+  if (!rule.pattern.test(name)) {
+    return { ok: false, reason: `${name}: not an upload name; expected ${rule.description} with entity clients, portfolios, accounts or transactions (e.g. accounts_20240102.csv)` };
+  }
+  const [entity, rest] = name.split("_");
+  const day = rest.slice(0, 8);
+  if (!realDate(day)) return { ok: false, reason: `${name}: ${day} is not a calendar date (YYYYMMDD)` };
+  return { ok: true, entity, day: isoDate(day) };
+}
+
+function setCheck(message, ok) {
+  const line = $("upload-check");
+  line.textContent = message;
+  line.className = ok === undefined ? "hint" : ok ? "hint ok" : "hint bad";
+}
+
+async function onUploadFileChange() {
+  const file = $("upload-file").files[0];
+  if (!file) return setCheck("");
+  const check = await checkUploadName(file.name);
+  setCheck(check.ok ? `${check.entity} of business date ${check.day}, ${file.size} bytes` : check.reason, check.ok);
+}
+
+async function renderUpload() {
+  const client = $("upload-client");
+  if (state.me.role === "partner") {
+    client.value = state.me.client_id;
+    client.readOnly = true;
+  } else {
+    client.readOnly = false;
+  }
+  await uploadNamePattern();
+}
+
+function uploadRow(key) {
+  const cells = { status: el("td", {}, "uploading"), loaded: el("td", {}), rejected: el("td", {}), detail: el("td", {}) };
+  const row = el("tr", {}, el("th", { scope: "row" }, key), cells.status, cells.loaded, cells.rejected, cells.detail);
+  const body = $("uploads").tBodies[0];
+  if (!body.querySelector("th")) body.replaceChildren();
+  body.prepend(row);
+  return cells;
+}
+
+const OUTCOME = {
+  loaded: (l) => `${l.rows_loaded} rows loaded, ${l.rows_rejected} rejected`,
+  rejected: (l) => `rejected whole: ${l.reason}`,
+  unroutable: (l) => `not processed: ${l.reason}`,
+  unchanged: () => "same content as the current load; nothing changed",
+  retracted: () => "the input and what derives from it are gone",
+  abandoned: () => "a newer upload of the same file overtook this one",
+};
+
+async function followLoad(client, key, version, cells) {
+  const deadline = Date.now() + UPLOAD_WAIT_MS;
+  while (Date.now() < deadline) {
+    if (!state.token) return; // signed out: the row stays as it was
+    const page = await api("GET", `/clients/${encodeURIComponent(client)}/loads?limit=100`);
+    const load = page.items.find((l) => l.source_key === key && l.source_version === version);
+    if (load && load.status !== "staging") {
+      cells.status.textContent = load.status;
+      cells.status.className = load.status === "loaded" ? "ok" : load.status === "unchanged" ? "" : "bad";
+      cells.loaded.textContent = load.rows_loaded ?? "";
+      cells.rejected.textContent = load.rows_rejected ?? "";
+      cells.detail.textContent = (OUTCOME[load.status] || (() => load.reason || ""))(load);
+      announce(`${key}: ${load.status}`);
+      return;
+    }
+    cells.status.textContent = load ? "loading" : "waiting for the load";
+    await new Promise((resolve) => setTimeout(resolve, UPLOAD_POLL_MS));
+  }
+  cells.status.textContent = "pending";
+  cells.detail.textContent = `no outcome after ${UPLOAD_WAIT_MS / 60000} minutes; see the grid or the load history`;
+}
+
+async function upload(event) {
+  event.preventDefault();
+  const client = $("upload-client").value.trim();
+  const file = $("upload-file").files[0];
+  if (!client) return setCheck("Client: required", false);
+  if (!file) return setCheck("File: choose a file", false);
+  const check = await checkUploadName(file.name);
+  if (!check.ok) return setCheck(check.reason, false);
+  if (!file.size) return setCheck(`${file.name}: the file is empty`, false);
+  const button = $("upload-submit");
+  button.disabled = true;
+  let cells = null;
+  try {
+    // A policy for this key and at most this file's size.
+    const post = await api("POST", `/clients/${encodeURIComponent(client)}/uploads`, { filename: file.name, max_bytes: file.size });
+    cells = uploadRow(post.key);
+    const form = new FormData();
+    for (const [name, value] of Object.entries(post.fields)) form.append(name, value);
+    form.append("file", file); // S3 reads the fields before the file: it comes last
+    const response = await fetch(post.url, { method: "POST", body: form });
+    if (!response.ok) {
+      const text = await response.text();
+      const message = /<Message>([^<]*)<\/Message>/.exec(text);
+      throw new Error(`upload of ${post.key} refused: ${response.status} ${message ? message[1] : ""}`.trim());
+    }
+    const version = response.headers.get("x-amz-version-id");
+    if (!version) throw new Error(`upload of ${post.key}: the bucket did not say which version it stored`);
+    setCheck(`${post.key} uploaded; following its load`, true);
+    $("upload-form").reset();
+    $("upload-client").value = client; // the next file is most likely for the same client
+    await renderUpload();
+    // The next file can go while this one loads; the row follows this one.
+    followLoad(client, post.key, version, cells).catch((error) => {
+      failRow(cells, error);
+      report(error);
+    });
+  } catch (error) {
+    if (cells) failRow(cells, error);
+    throw error;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function failRow(cells, error) {
+  cells.status.textContent = "failed";
+  cells.status.className = "bad";
+  cells.detail.textContent = error.message;
+}
+
 // -- dead letters -------------------------------------------------------------------------------------
 
 async function redrive(queue) {
@@ -338,6 +491,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("refresh").addEventListener("click", () => renderGrid().catch(report));
   $("live-toggle").addEventListener("change", () => route());
   $("redrive-all").addEventListener("click", () => redrive(null).catch(report));
+  $("upload-form").addEventListener("submit", (event) => upload(event).catch(report));
+  $("upload-file").addEventListener("change", () => onUploadFileChange().catch(report));
   window.addEventListener("hashchange", route);
   if (state.config.cognito) {
     $("cognito").hidden = false;

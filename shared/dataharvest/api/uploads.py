@@ -52,7 +52,13 @@ def presign(
     bucket = os.environ["LANDING_BUCKET"]
     key = f"{client_id}/{filename}"
     # SigV4 (x-amz-* fields, conditions on each): SigV2 is deprecated and off in newer regions.
-    s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
+    # Virtual-hosted addressing gives the bucket's regional URL (bucket.s3.<region>.amazonaws.com)
+    # instead of the global one, which S3 answers with a 307 to the region for a bucket outside
+    # us-east-1 while its DNS settles: a browser's cross-origin POST should not depend on
+    # following that. A local endpoint (an IP address) stays path-style.
+    s3 = boto3.client(
+        "s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"})
+    )
     post = s3.generate_presigned_post(
         Bucket=bucket,
         Key=key,
