@@ -27,11 +27,18 @@ from typing import Any
 
 import pytest
 
+from dataharvest_local import slsconfig
+
 REPO = Path(__file__).resolve().parents[2]
 WHEELHOUSE = REPO / "build" / "lambda-wheels"
 # The local stack's stage, so that the parity test compares resource names as they are.
 STAGE = "local"
+# The stage's region: what every stack whose provider.region is `${opt:region, ...}` is
+# packaged for. A stack that fixes its region (the console edge: us-east-1) gets its own.
 REGION = "eu-west-1"
+# The console's origin the root and api stacks are packaged with (DATAHARVEST_CONSOLE_ORIGIN,
+# as an operator sets it from the console edge stack's output ConsoleOrigin; docs/DEPLOY.md).
+CONSOLE_ORIGIN = "https://d111111abcdef8.cloudfront.net"
 PACKAGE_TIMEOUT_S = 600
 # Lambda's limits for a function package (zip) and for the unzipped code with its layers.
 ZIPPED_LIMIT = 50 * 1024 * 1024
@@ -63,6 +70,8 @@ class Packaged:
     template: dict[str, Any]
     log: str
     zips: dict[str, Path] = field(default_factory=dict)  # function logical id -> artifact
+    # The region osls packaged the stack for (.serverless/serverless-state.json).
+    region: str = REGION
     without_network: bool = False  # packaged in a network namespace with no interface up
 
     @property
@@ -80,6 +89,21 @@ def stack_directories() -> list[Path]:
 
 def stack_name(directory: Path) -> str:
     return "root" if directory == REPO else directory.name
+
+
+def _declared(directory: Path) -> slsconfig.ServerlessFile:
+    return slsconfig.load(directory / "serverless.yml", STAGE, REGION, environ=_environment())
+
+
+def stack_region(directory: Path) -> str:
+    """The region the stack deploys to: its provider.region, with `${opt:region}` = REGION
+    (osls lets `--region` override even a fixed region, so packaging passes this one)."""
+    return str(_declared(directory).data["provider"]["region"])
+
+
+def declares_functions(directory: Path) -> bool:
+    """Whether the stack's serverless.yml has functions (the console edge has none)."""
+    return bool(_declared(directory).functions)
 
 
 def _osls() -> Path:
@@ -127,6 +151,7 @@ def _environment() -> dict[str, str]:
             "PIP_FIND_LINKS": str(WHEELHOUSE),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "DATAHARVEST_PACKAGING_PYTHON": sys.executable,
+            "DATAHARVEST_CONSOLE_ORIGIN": CONSOLE_ORIGIN,
         }
     )
     return env
@@ -166,7 +191,7 @@ def _package(osls: Path, directory: Path, name: str, env: dict[str, str]) -> Pac
     started = time.monotonic()
     isolation = network_isolation() if shutil.which("unshare") else []
     result = subprocess.run(
-        [*isolation, str(osls), "package", "--stage", STAGE, "--region", REGION],
+        [*isolation, str(osls), "package", "--stage", STAGE, "--region", stack_region(directory)],
         cwd=directory,
         env=env,
         capture_output=True,
@@ -189,7 +214,9 @@ SIZES: list[tuple[str, str, int, int]] = []
 def _load(directory: Path, name: str) -> Packaged:
     out = directory / ".serverless"
     template = json.loads((out / "cloudformation-template-update-stack.json").read_text())
-    packaged = Packaged(name, directory, template, log="(reused)")
+    state = json.loads((out / "serverless-state.json").read_text())
+    region = state["service"]["provider"]["region"]
+    packaged = Packaged(name, directory, template, log="(reused)", region=region)
     for logical, resource in template["Resources"].items():
         if resource["Type"] == "AWS::Lambda::Function":
             key = resource["Properties"]["Code"]["S3Key"]

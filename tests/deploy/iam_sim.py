@@ -10,7 +10,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
-from deploy_stacks import REGION, Packaged
+from deploy_stacks import Packaged
 
 ACCOUNT = "123456789012"
 
@@ -55,14 +55,14 @@ class Resolver:
         return {k: self.resolve(v, stack) for k, v in node.items()}
 
     def _ref(self, name: str, stack: Packaged) -> str:
-        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
+        pseudo = {"AWS::Region": stack.region, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
         if name in pseudo:
             return pseudo[name]
         resource = stack.resources[name]
         props = resource.get("Properties", {})
         if resource["Type"] == "AWS::SQS::Queue":
             queue = self.resolve(props["QueueName"], stack)
-            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{queue}"
+            return f"https://sqs.{stack.region}.amazonaws.com/{ACCOUNT}/{queue}"
         if resource["Type"] == "AWS::S3::Bucket":
             return self.resolve(props["BucketName"], stack)
         if resource["Type"] == "AWS::DynamoDB::Table":
@@ -75,16 +75,18 @@ class Resolver:
         props = resource.get("Properties", {})
         if kind == "AWS::SQS::Queue":
             name = self.resolve(props["QueueName"], stack)
-            return {"Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}", "QueueName": name}[attribute]
+            return {"Arn": f"arn:aws:sqs:{stack.region}:{ACCOUNT}:{name}", "QueueName": name}[
+                attribute
+            ]
         if kind == "AWS::S3::Bucket":
             return f"arn:aws:s3:::{self.resolve(props['BucketName'], stack)}"
         if kind == "AWS::DynamoDB::Table":
-            table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{props['TableName']}"
+            table = f"arn:aws:dynamodb:{stack.region}:{ACCOUNT}:table/{props['TableName']}"
             return {"Arn": table, "StreamArn": f"{table}/stream/2026-12-01T00:00:00.000"}[attribute]
         if kind == "AWS::KMS::Key":
-            return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{stack.name}-{logical}"
+            return f"arn:aws:kms:{stack.region}:{ACCOUNT}:key/{stack.name}-{logical}"
         if kind == "AWS::RDS::DBProxy" and attribute == "DBProxyArn":
-            return f"arn:aws:rds:{REGION}:{ACCOUNT}:db-proxy:prx-{logical.lower()}"
+            return f"arn:aws:rds:{stack.region}:{ACCOUNT}:db-proxy:prx-{logical.lower()}"
         return f"{stack.name}-{logical}-{attribute}"
 
 

@@ -26,6 +26,8 @@ SERVICE_ROLES: dict[str, str | None] = {
     # Operator rights; a partner's request switches to PARTNER_ROLE (api/queries.py).
     "dataharvest-api": "dataharvest_api",
     "dataharvest-catapult": None,
+    # No functions: the console's bucket, CloudFront and WAF (us-east-1).
+    "dataharvest-console-edge": None,
 }
 # A partner's reads through the API: NOLOGIN, SELECT only, under row-level security keyed on
 # the session setting below (bound from the verified token in the same transaction).
