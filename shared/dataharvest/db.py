@@ -67,6 +67,16 @@ def advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
 
+def advisory_lock(conn: psycopg.Connection, name: str) -> None:
+    """Take the lock called `name` for the session (across transactions) until
+    `advisory_unlock`; a dead session's locks go with it. Same key as `advisory_xact_lock`."""
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (name,))
+
+
+def advisory_unlock(conn: psycopg.Connection, name: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+
+
 def shared_connection() -> psycopg.Connection:
     """The process-wide connection, reopened when the server closed it."""
     global _connection

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from dataharvest import metastore
+from dataharvest import db, metastore
 from dataharvest.observability import logger
 from dataharvest.ops import metrics
 from dataharvest.persistence import source
@@ -109,14 +109,6 @@ def _record(
     return recorded
 
 
-def _lock(conn: psycopg.Connection, name: str) -> None:
-    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (name,))
-
-
-def _unlock(conn: psycopg.Connection, name: str) -> None:
-    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
-
-
 def handle_upload(
     bucket: str,
     key: str,
@@ -135,7 +127,7 @@ def handle_upload(
             f"snapshot table {route.table!r} is not registered for client {route.client_id} "
             "(dataharvest snapshots register)",
         )
-    _lock(conn, route.lock_name)
+    db.advisory_lock(conn, route.lock_name)
     try:
         obj = source.head(bucket, key)
         if obj is None:
@@ -150,7 +142,7 @@ def handle_upload(
         return record
     finally:
         if not conn.closed and not conn.broken:
-            _unlock(conn, route.lock_name)
+            db.advisory_unlock(conn, route.lock_name)
 
 
 def _apply(

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dataharvest import db
 from dataharvest.security import roles
 from dataharvest.snapshots.routing import IDENTIFIER
 
@@ -149,10 +150,7 @@ def register(conn: psycopg.Connection, definition: SnapshotTable) -> bool:
     registered the same table name with other columns (one replica.<table> per name)."""
     same_shape = (definition.key_columns, definition.columns)
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"snapshot-table/{definition.table}",),
-        )
+        db.advisory_xact_lock(conn, f"snapshot-table/{definition.table}")
         current = get(conn, definition.client_id, definition.table)
         if current is not None:
             if current == definition:
