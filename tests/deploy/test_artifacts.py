@@ -129,6 +129,10 @@ def test_every_package_imports_its_handler_alone(
         # The developer tooling (tools/: local stack, CLI, migrations) never reaches a zip.
         tooling = [n for n in _names(artifact) if n.startswith(TOOLING)]
         assert not tooling, f"{stack.name}/{logical} packages developer tooling: {tooling[:5]}"
+        # The roots the database connection verifies RDS Proxy against (security/connection.py).
+        assert "dataharvest/security/certs/amazon-trust-roots.pem" in _names(artifact), (
+            f"{stack.name}/{logical} lacks the CA bundle"
+        )
         checked.append(f"{stack.name}/{logical}")
     expected = {
         p.parent.name

@@ -50,3 +50,26 @@ def test_without_a_ca_bundle_nothing_connects(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_CA_BUNDLE", str(tmp_path / "missing.pem"))
     with pytest.raises(connection.MissingCaBundle):
         connection.build_url("u", "p", "h", 5432, "d")
+
+
+def test_the_package_ships_the_roots_rds_proxy_chains_to(monkeypatch):
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+
+    monkeypatch.delenv("DATABASE_CA_BUNDLE", raising=False)
+    bundle = connection.ca_bundle()
+    assert bundle == connection.BUNDLED_CA
+    certificates = x509.load_pem_x509_certificates(bundle.read_bytes())
+    subjects = {c.subject.rfc4514_string() for c in certificates}
+    assert {f"CN=Amazon Root CA {n},O=Amazon,C=US" for n in (1, 2, 3, 4)} <= subjects
+    assert any("Starfield Services Root Certificate Authority - G2" in s for s in subjects)
+    assert len(certificates) == 5
+    for certificate in certificates:
+        # Self-signed roots, CAs, valid now and for years to come.
+        assert certificate.issuer == certificate.subject
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        assert constraints.value.ca
+        assert certificate.not_valid_after_utc > datetime(2030, 1, 1, tzinfo=UTC)
+    url = connection.build_url("u", "p", "prx.example", 5432, "d")
+    assert url.endswith(f"sslrootcert={bundle}") or "amazon-trust-roots.pem" in url

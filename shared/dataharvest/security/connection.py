@@ -1,6 +1,7 @@
 """How a function reaches PostgreSQL in the cloud: through RDS Proxy, TLS verified against the
-RDS CA bundle (sslmode=verify-full), authenticated by a short-lived IAM token for its own
-database user: no password in any function (docs/DECISIONS.md, "Database connections").
+Amazon Trust Services roots the proxy's ACM certificate chains to (sslmode=verify-full),
+authenticated by a short-lived IAM token for its own database user: no password in any
+function (docs/DECISIONS.md, "Database connections").
 
 Environment (serverless.yml of each service): DATABASE_HOST (the proxy endpoint),
 DATABASE_USER (the service's login role, security/roles.py), DATABASE_NAME, DATABASE_PORT;
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-# AWS's RDS trust store bundle (every region's root CAs), shipped inside the package. See
-# docs/DEPLOY.md: scripts/fetch-rds-ca-bundle.sh puts it here before packaging.
-BUNDLED_CA = Path(__file__).parent / "certs" / "rds-global-bundle.pem"
+# RDS Proxy presents a certificate from AWS Certificate Manager, which chains to the Amazon
+# Trust Services roots (not to the RDS CA bundle, which signs the DB instances' own
+# certificates). The roots are in the repository and in every zip
+# (scripts/extract-amazon-trust-roots.py writes them from certifi's copy of Mozilla's store).
+BUNDLED_CA = Path(__file__).parent / "certs" / "amazon-trust-roots.pem"
 
 
 class MissingCaBundle(RuntimeError):
@@ -28,8 +31,9 @@ def ca_bundle() -> Path:
     path = Path(os.environ.get("DATABASE_CA_BUNDLE") or BUNDLED_CA)
     if not path.is_file():
         raise MissingCaBundle(
-            f"no RDS CA bundle at {path}: run scripts/fetch-rds-ca-bundle.sh before packaging "
-            "(docs/DEPLOY.md); the database is never reached without certificate verification"
+            f"no CA bundle at {path} (DATABASE_CA_BUNDLE, or the package's "
+            "certs/amazon-trust-roots.pem): the database is never reached without certificate "
+            "verification"
         )
     return path
 
