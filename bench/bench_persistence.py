@@ -28,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -45,22 +46,34 @@ CREATE TABLE bench.copy_plain (record_id bigint, account_number bigint,
 """
 
 
-def generate(rows: int) -> Path:
-    path = DATA / f"transactions_{rows}.csv"
+def generated_file(
+    name: str, header: str, rows: int, line: Callable[[random.Random, int], str]
+) -> Path:
+    """bench/.data/<name>: `header`, then `line(rng, i)` for i = 1..rows, seeded by the row
+    count so every run of a size reads the same file; written once, reused after."""
+    path = DATA / name
     if path.exists():
         return path
     DATA.mkdir(parents=True, exist_ok=True)
     rng = random.Random(rows)
     with open(path.with_suffix(".tmp"), "w") as out:
-        out.write(HEADER)
+        out.write(header)
         for start in range(1, rows + 1, 100_000):
-            out.writelines(
-                f"{i},{rng.randrange(1, 50_000)},TX{i:010d},"
-                f"{rng.randrange(-99_999, 999_999) / 100:.2f},{rng.choice(KEYWORDS)}\n"
-                for i in range(start, min(start + 100_000, rows + 1))
-            )
+            out.writelines(line(rng, i) for i in range(start, min(start + 100_000, rows + 1)))
     path.with_suffix(".tmp").rename(path)
     return path
+
+
+def generate(rows: int) -> Path:
+    return generated_file(
+        f"transactions_{rows}.csv",
+        HEADER,
+        rows,
+        lambda rng, i: (
+            f"{i},{rng.randrange(1, 50_000)},TX{i:010d},"
+            f"{rng.randrange(-99_999, 999_999) / 100:.2f},{rng.choice(KEYWORDS)}\n"
+        ),
+    )
 
 
 def child(bucket: str, key: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_persistence import DATA, run_handler
+from bench_persistence import DATA, generated_file, run_handler
 
 HEADER = "record_id,first_name,last_name,client_reference,tax_free_allowance\n"
 FIRST = ("Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Zoë", "Jürgen", "Søren")
@@ -38,21 +37,15 @@ LAST = ("Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", 
 
 
 def generate(rows: int, names: bool = True) -> Path:
-    path = DATA / f"clients_{rows}{'' if names else '_nameless'}.csv"
-    if path.exists():
-        return path
-    DATA.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(rows)
-    with open(path.with_suffix(".tmp"), "w") as out:
-        out.write(HEADER)
-        for start in range(1, rows + 1, 100_000):
-            out.writelines(
-                f"{i},{rng.choice(FIRST) if names else ''},{rng.choice(LAST) if names else ''},"
-                f"C{i:09d},{rng.randrange(0, 200_000) / 100:.2f}\n"
-                for i in range(start, min(start + 100_000, rows + 1))
-            )
-    path.with_suffix(".tmp").rename(path)
-    return path
+    return generated_file(
+        f"clients_{rows}{'' if names else '_nameless'}.csv",
+        HEADER,
+        rows,
+        lambda rng, i: (
+            f"{i},{rng.choice(FIRST) if names else ''},{rng.choice(LAST) if names else ''},"
+            f"C{i:09d},{rng.randrange(0, 200_000) / 100:.2f}\n"
+        ),
+    )
 
 
 def bare_copy(url: str, path: Path) -> float:
