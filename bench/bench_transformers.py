@@ -3,6 +3,7 @@ transactions, through the real choreography, then each transformer against its b
 
     .venv/bin/python bench/bench_transformers.py [--portfolios 100000]
         [--transactions 1000000] [--repeat 3] [--e2e-portfolios 200 --e2e-transactions 2000]
+    .venv/bin/python bench/bench_transformers.py --drop-only   # the full-drop figure alone
 
 Starts its own local stack with every service (embedded PostgreSQL + moto, state in a temporary
 folder) and generates the four files of a drop (one portfolio in five shares an account,
@@ -23,6 +24,13 @@ folder) and generates the four files of a drop (one portfolio in five shares an 
    lock, idempotency check, the same SQL, audit row, stale check, conditional flag write).
    Medians and their ratio. The publisher is run with its after-commit send left out, like its
    bare statement.
+
+`--drop-only` measures just the full-drop figure of issue 11: the baseline first, on the quiet
+new stack (a bare COPY of the four files into tables of their columns + one set-based summary
+statement), then the drop, from its first upload until every summary transformer has succeeded
+on the drop's current versions (the publisher and lake exporter keep running; nothing waits
+for them), and stops. Without it the figure is printed after part 2, once the publisher has
+sent everything, which did not happen within minutes on the shared machine (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -167,6 +175,66 @@ def bare_drop(database_url: str, files: dict[str, Path]) -> float:
                         copy.write(chunk)
         conn.execute(BARE_SUMMARY)
         return time.perf_counter() - started
+
+
+def summaries_done(database_url: str, client_id: str, timeout: float) -> float:
+    """Wait until the four files are loaded and every summary transformer's last succeeded run
+    read their current versions; returns the wall-clock time the last of those runs ended."""
+    import psycopg
+
+    deadline = time.time() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.time() < deadline:
+            current = dict(
+                conn.execute(
+                    "SELECT entity, source_version FROM audit.file_loads "
+                    "WHERE client_id = %s AND is_current AND status = 'loaded'",
+                    (client_id,),
+                ).fetchall()
+            )
+            latest = conn.execute(
+                "SELECT DISTINCT ON (transformer) transformer, input_versions, "
+                "extract(epoch FROM finished_at) FROM audit.transformer_runs "
+                "WHERE client_id = %s AND outcome = 'succeeded' AND transformer = ANY(%s) "
+                "ORDER BY transformer, finished_at DESC",
+                (client_id, list(SUMMARY_TRANSFORMERS)),
+            ).fetchall()
+            if covers_drop(current, latest):
+                return max(float(at) for _, _, at in latest)
+            time.sleep(0.2)
+    raise TimeoutError("the summary transformers did not finish the drop")
+
+
+def covers_drop(current: dict[str, str], latest: list[tuple]) -> bool:
+    """Whether every summary transformer's last succeeded run read the drop's current file
+    versions (and tax_transformer, which reads only relationship's output, its last one)."""
+    if len(current) != 4 or len(latest) != len(SUMMARY_TRANSFORMERS):
+        return False
+    files = {f"{entity.removesuffix('s')}_version": v for entity, v in current.items()}
+    inputs = {name: versions for name, versions, _ in latest}
+    links = inputs["sum_deposit_transformer"].get("relationship_transformer_version")
+    return all(
+        versions.get(name, version) == version
+        for versions in inputs.values()
+        for name, version in files.items()
+    ) and all(
+        versions.get("relationship_transformer_version", links) == links
+        for versions in inputs.values()
+    )
+
+
+def drop_only(stack, files: dict[str, Path]) -> None:
+    """The full-drop figure alone: baseline first on the quiet stack, then the drop."""
+    bare = bare_drop(stack.info.database_url, files)
+    first_upload, last_upload = upload(stack, CLIENT, files)
+    done = summaries_done(stack.info.database_url, CLIENT, 3600)
+    drop_seconds = done - first_upload
+    print(
+        f"full drop: uploads took {last_upload - first_upload:.1f} s; first upload -> last "
+        f"summary transformer done: {drop_seconds:.1f} s; baseline (bare COPY of the four "
+        f"files + one summary statement, same server, before the drop): {bare:.1f} s; "
+        f"ratio {bare / drop_seconds:.2f}"
+    )
 
 
 def runs(conn, client_id: str) -> list[tuple]:
@@ -430,6 +498,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--e2e-portfolios", type=int, default=200)
     parser.add_argument("--e2e-transactions", type=int, default=2_000)
+    parser.add_argument("--drop-only", action="store_true", help="the full-drop figure alone")
     parser.add_argument("--bare-send", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_send:
@@ -457,6 +526,9 @@ def main() -> int:
     config.environment.cache_clear()
     metastore.table.cache_clear()
     try:
+        if args.drop_only:
+            drop_only(stack, full)
+            return 0
         end_to_end_to_queue(stack, small)
         end_to_end_full(stack, full)
         per_transformer(stack, args.repeat)

