@@ -1,8 +1,10 @@
 """`dataharvest query`: SQL over the lake tables, in-process (DuckDB over Arrow scans).
 
 Tables are named as in PostgreSQL (`raw.transactions`, `etl.portfolio_summary`): each name the
-SQL mentions is resolved in the lake's catalog and its current snapshot scanned into Arrow, and
-DuckDB sees it under that name. Only the tables a query names are read. Decimals stay exact
+SQL mentions is resolved in the lake's catalog and its current snapshot's data files handed to
+DuckDB as a pyarrow dataset under that name (lake_scan), so DuckDB pushes the query's filters
+and columns into the scan: only the files of matching slices are opened, only the columns the
+query uses read. Only the tables a query names are planned at all. Decimals stay exact
 end to end: decimal(38, 18) in Iceberg, DECIMAL in DuckDB, `Decimal` in Python, their exact
 text in every output format.
 """
@@ -25,6 +27,7 @@ from pyiceberg.exceptions import NoSuchTableError
 from dataharvest.lake import catalog as lake_catalog
 from dataharvest.lake.location import LakeLocation
 from dataharvest.lake.tables import LAKE_TABLES
+from dataharvest_local import lake_scan
 
 TABLE_NAME = re.compile(r"\b(raw|etl|audit)\s*\.\s*([a-z_][a-z0-9_]*)\b", re.IGNORECASE)
 
@@ -44,18 +47,27 @@ def referenced_tables(sql_text: str) -> list[str]:
     return sorted(names)
 
 
-def run_query(sql_text: str, lake: LakeLocation, cat: Catalog | None = None) -> QueryResult:
+def run_query(
+    sql_text: str,
+    lake: LakeLocation,
+    cat: Catalog | None = None,
+    *,
+    counter: lake_scan.ScanCounter | None = None,
+) -> QueryResult:
+    """Run the SQL over the lake; `counter`, when given, records the data files opened."""
     cat = cat or lake_catalog.catalog()
+    filesystem = lake_scan.s3_filesystem(lake)
     con = duckdb.connect()
     try:
         for pg_name in referenced_tables(sql_text):
             try:
-                arrow = lake_catalog.load(lake, pg_name, cat).scan().to_arrow()
+                iceberg = lake_catalog.load(lake, pg_name, cat)
             except NoSuchTableError as error:
                 raise QueryError(
                     f"{pg_name} is not in the lake (yet): lake tables are "
                     f"{', '.join(LAKE_TABLES)}, created by their first export"
                 ) from error
+            arrow = lake_scan.dataset(iceberg, filesystem, counter)
             schema, table = pg_name.split(".")
             source = f"lake_{schema}_{table}"
             con.register(source, arrow)

@@ -19,7 +19,7 @@ from dataharvest.lake.location import LakeLocation, read_lake_location
 SQL_CATALOG_TABLES = ("iceberg_tables", "iceberg_namespace_properties")
 
 
-def _file_io_properties(lake: LakeLocation) -> dict[str, str]:
+def file_io_properties(lake: LakeLocation) -> dict[str, str]:
     props = {"s3.region": lake.region}
     if lake.endpoint_url:
         props["s3.endpoint"] = lake.endpoint_url
@@ -30,7 +30,7 @@ def _file_io_properties(lake: LakeLocation) -> dict[str, str]:
 
 
 def open_catalog(lake: LakeLocation) -> Catalog:
-    props = {"warehouse": lake.warehouse, **_file_io_properties(lake)}
+    props = {"warehouse": lake.warehouse, **file_io_properties(lake)}
     if lake.database_url:
         # SQLAlchemy names the psycopg 3 driver explicitly.
         uri = lake.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
