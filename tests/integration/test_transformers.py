@@ -4,14 +4,20 @@ rows: uploads through S3 -> persistence -> catapult -> transformers."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date
 from pathlib import Path
 
 import boto3
+import psycopg
 import pytest
 from drops import delete_upload
 
 from dataharvest import catapult, exports, metastore, registry
+from dataharvest import db as db_module
+from dataharvest.due import desired
+from dataharvest.transformers import relationships, runtime
+from dataharvest.work import WorkMessage
 
 pytestmark = pytest.mark.integration
 
@@ -363,3 +369,70 @@ def test_a_later_change_sends_only_the_messages_it_changed(stack_info, db, clien
     # Sent with the same deduplication ids: within the 5-minute window the queue drops them,
     # as AWS does (a partner asking for a re-send asks later than that).
     assert result_messages(stack_info, client_id) == []
+
+
+ANALYZE_COUNT = """
+SELECT analyze_count FROM pg_stat_user_tables WHERE schemaname = 'etl' AND relname = %s
+"""
+
+
+def replay_of(transformer: str, client_id: str) -> WorkMessage:
+    """The work the item calls for now, under a fresh replay id: the runtime runs it again."""
+    entry = next(e for e in registry.RegistryCache().current() if e.name == transformer)
+    action, versions = desired(entry, metastore.get_item(client_id, DAY.strftime("%Y%m%d")))
+    assert action == "APPLY"
+    return WorkMessage(
+        client_id, DAY.strftime("%Y%m%d"), transformer, action, versions, replay=uuid.uuid4().hex
+    )
+
+
+def test_a_run_writing_enough_rows_analyzes_its_output_under_its_own_role(
+    stack_info, local_stack, db, client_id, wait_quiet, monkeypatch
+):
+    """A transformer run at or above ANALYZE_MIN_ROWS leaves its output analyzed (an ANALYZE,
+    not autovacuum's) by the function's own role, which only MAINTAIN allows: without it
+    PostgreSQL skips the table with a warning and the count stays put. A smaller run does not
+    analyze."""
+    for name in ("clients", "portfolios", "accounts"):
+        upload(
+            stack_info,
+            client_id,
+            f"{name}_20240102.csv",
+            (EXAMPLE / f"{name}_20240102.csv").read_bytes(),
+        )
+    wait_quiet()
+    urls = local_stack.runner.service_environment.urls
+    role = "dataharvest_relationship_transformer"
+    own = psycopg.connect(urls[role], autocommit=True)
+    monkeypatch.setattr(db_module, "_connection", own)  # the function's connection, its role
+    try:
+        assert own.execute("SELECT current_user").fetchone() == (role,)
+
+        def analyzed() -> int:
+            (count,) = db.execute(ANALYZE_COUNT, ("portfolio_links",)).fetchone()
+            return int(count)
+
+        before = analyzed()
+        # Below the threshold (the default: the example writes a few links): no ANALYZE.
+        result = runtime.run(
+            relationships.TRANSFORMER, replay_of(role.removeprefix("dataharvest_"), client_id)
+        )
+        assert result.outcome == "succeeded"
+        assert 0 < result.rows_written < runtime.ANALYZE_MIN_ROWS
+        assert analyzed() == before
+
+        # At the threshold: the output is analyzed after the commit, by this role.
+        monkeypatch.setattr(runtime, "ANALYZE_MIN_ROWS", result.rows_written)
+        again = runtime.run(
+            relationships.TRANSFORMER, replay_of(role.removeprefix("dataharvest_"), client_id)
+        )
+        assert again == runtime.RunResult("succeeded", result.rows_written)
+        assert analyzed() == before + 1
+
+        # Another transformer's role has no MAINTAIN on it: PostgreSQL skips the table with a
+        # warning, which the runtime logs, and nothing is analyzed.
+        with psycopg.connect(urls["dataharvest_tax_transformer"], autocommit=True) as other:
+            runtime.analyze_outputs(other, relationships.TRANSFORMER)
+        assert analyzed() == before + 1
+    finally:
+        own.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from boto3.dynamodb.conditions import Attr
+from psycopg import sql
 
 from dataharvest import db, metastore, registry
 from dataharvest.due import desired
@@ -52,6 +53,16 @@ class Transformer:
     write_outside: (
         Callable[[psycopg.Connection, WorkMessage, Callable[[], bool]], int | None] | None
     ) = None
+
+
+# A run that wrote at least this many rows ANALYZEs its output tables after its commit, so the
+# readers it triggers (the other transformers, the publisher's statement, the lake exporter's
+# COPY) plan on real statistics instead of waiting for autovacuum: at 1M transactions the
+# outputs of a fresh table otherwise get rows=1 estimates and nested loops that run for
+# minutes. Below it a misestimate costs milliseconds while ANALYZE still reads a sample of up
+# to 30,000 rows (default_statistics_target 100) and updates pg_statistic, so small runs skip
+# it and autovacuum's analyze (50 rows + 10% of the table changed) keeps them current.
+ANALYZE_MIN_ROWS = 10_000
 
 
 class StaleWork(Exception):
@@ -116,6 +127,9 @@ def run(transformer: Transformer, message: WorkMessage) -> RunResult:
         # Also for a redelivered message whose run already committed: a crash (or a failed
         # send) between commit and this call must not lose the effect, so it is idempotent.
         transformer.after_commit(conn, message)
+    if rows is not None and rows >= ANALYZE_MIN_ROWS:
+        # Before the flag is published: the flag is what starts the readers of this output.
+        analyze_outputs(conn, transformer)
     _mark_flag(transformer, entry, message, started_at)
     if rows is None:
         return RunResult("duplicate")
@@ -178,6 +192,49 @@ def _run_in_transaction(
         raise StaleWork
     _record_run(conn, transformer, message, "succeeded", rows, started_at, started, None)
     return rows
+
+
+def analyze_outputs(conn: psycopg.Connection, transformer: Transformer) -> None:
+    """ANALYZE a transformer's output tables, in autocommit, after its run committed.
+
+    Never inside the run's transaction: ANALYZE holds SHARE UPDATE EXCLUSIVE on the table to
+    the end of the transaction, which would serialise every client's run of the transformer.
+    SKIP_LOCKED: when another run (or autovacuum) is analyzing the table, its statistics are
+    being refreshed anyway, so this one skips instead of waiting. The function's role may
+    ANALYZE its own outputs through the MAINTAIN privilege (migration 0013_analyze_outputs).
+
+    The one place an error is deliberately not raised: the run's data is committed and
+    correct, only the readers' plans are at stake, so a failure (or PostgreSQL's warning
+    instead of an error, as for a missing privilege) is logged as a warning with the table.
+    """
+    warnings: list[str] = []
+
+    def collect(notice: psycopg.errors.Diagnostic) -> None:
+        if notice.severity_nonlocalized == "WARNING":
+            warnings.append(notice.message_primary or "")
+
+    conn.add_notice_handler(collect)
+    try:
+        for table in transformer.output_tables:
+            del warnings[:]
+            schema, name = table.split(".", 1)
+            try:
+                conn.execute(
+                    sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(sql.Identifier(schema, name))
+                )
+            except psycopg.Error as error:
+                logger.warning(
+                    "ANALYZE of a transformer output failed",
+                    extra={"table": table, "error": f"{type(error).__name__}: {error}"},
+                )
+                continue
+            for warning in warnings:
+                logger.warning(
+                    "ANALYZE of a transformer output skipped",
+                    extra={"table": table, "error": warning},
+                )
+    finally:
+        conn.remove_notice_handler(collect)
 
 
 def run_statements(
