@@ -7,6 +7,7 @@ Connections are in autocommit mode and every unit of work runs in one explicit
 from __future__ import annotations
 
 import json
+import select
 from functools import lru_cache
 
 import psycopg
@@ -80,6 +81,32 @@ def advisory_unlock(conn: psycopg.Connection, name: str) -> None:
 def shared_connection() -> psycopg.Connection:
     """The process-wide connection, reopened when the server closed it."""
     global _connection
-    if _connection is None or _connection.closed or _connection.broken:
+    if _connection is None or _stale(_connection):
+        if _connection is not None:
+            _connection.close()
         _connection = connect()
     return _connection
+
+
+def _stale(conn: psycopg.Connection) -> bool:
+    """Whether the connection is known dead, or the server has closed it since its last use.
+
+    An idle connection has nothing to read: when its socket is readable, the server (or the
+    proxy) has sent its goodbye (a restart, a failover, an idle timeout, pg_terminate_backend).
+    Checking costs no round trip, and the first request after such a cut then runs on a new
+    connection instead of failing on the old one."""
+    if conn.closed or conn.broken:
+        return True
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def shared_connection_lost() -> bool:
+    """Whether the process-wide connection died under its last use (the server or the proxy
+    cut it: restart, failover, idle timeout); the next `shared_connection()` opens a new one."""
+    return _connection is not None and (_connection.closed or _connection.broken)

@@ -478,3 +478,33 @@ def test_cli_url_prints_the_base_url(api, capsys) -> None:
 
     assert cli.main(["url"]) == 0
     assert capsys.readouterr().out == f"{api}\n"
+
+
+def test_a_read_after_the_server_cut_the_api_connection_is_answered(api, home, acme, db) -> None:
+    partner = token(home, "partner", acme)
+    path = f"/clients/{acme}/dates/2024-01-02/portfolio-summary"
+    status, before = call(api, "GET", path, partner)
+    assert status == 200 and before["items"]
+    # What a database restart, a proxy failover or an idle timeout does to the API's open
+    # connection.
+    (cut,) = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename LIKE %s",
+        ("dataharvest_api%",),
+    ).fetchone()
+    assert cut >= 1
+    status, after = call(api, "GET", path, partner)
+    assert status == 200
+    assert after == before
+    # A mutating call after a cut, too: its audit row goes through a new connection.
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename LIKE %s",
+        ("dataharvest_api%",),
+    )
+    body = {"filename": "accounts_20240102.csv", "max_bytes": 2000}
+    status, post = call(api, "POST", f"/clients/{acme}/uploads", partner, body)
+    assert status == 201, post
+    (audited,) = db.execute(
+        "SELECT count(*) FROM audit.api_calls WHERE path = %s AND status = 201",
+        (f"/clients/{acme}/uploads",),
+    ).fetchone()
+    assert audited >= 1

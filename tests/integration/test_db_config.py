@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from dataharvest import db
+from dataharvest import db as db_module
 from dataharvest.config import read_environment
 
 pytestmark = pytest.mark.integration
@@ -67,3 +68,33 @@ def test_database_url_wins_over_the_secret(secret_arn):
         {"DATABASE_URL": "postgresql://local/db", "DATABASE_SECRET_ARN": secret_arn}
     )
     assert db.database_url(settings) == "postgresql://local/db"
+
+
+def test_the_shared_connection_is_replaced_once_the_server_cut_it(local_stack, db):
+    first = db_module_connection()
+    (pid,) = first.execute("SELECT pg_backend_pid()").fetchone()
+    # A restart, a failover or an idle timeout: the server ends the idle session.
+    assert db.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+    wait_for(
+        lambda: not db.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    )
+
+    second = db_module_connection()
+
+    assert second is not first and first.closed
+    assert second.execute("SELECT pg_backend_pid()").fetchone() != (pid,)
+    # A live idle connection is kept.
+    assert db_module_connection() is second
+
+
+def db_module_connection():
+    return db_module.shared_connection()
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -13,6 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import psycopg
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -22,6 +23,7 @@ from dataharvest import catapult, db, registry
 from dataharvest.api import access, audit, queries, settings_store, uploads
 from dataharvest.api.auth import AuthError, Principal, verify
 from dataharvest.catapult.converge import due
+from dataharvest.observability import logger
 
 CLIENT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TRANSFORMER_PATTERN = r"^[a-z0-9_]{1,64}$"
@@ -442,7 +444,7 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     else:
         app.append_context(principal=who)
         try:
-            response = app.resolve(event, context)
+            response = _resolve(event, context, method, who)
         except Exception as error:
             _audit(event, who, method, path, 500, f"{type(error).__name__}: {error}")
             raise
@@ -450,6 +452,24 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             app.clear_context()
     _audit(event, who, method, path, int(response.get("statusCode", 500)), response.get("body"))
     return response
+
+
+def _resolve(event: dict[str, Any], context: Any, method: str, who: Principal) -> dict[str, Any]:
+    """Route the request; a read whose database connection was cut under it (a restart, a
+    proxy failover or idle timeout: the first use of a stale connection) is answered once
+    more on a new connection instead of a 500. Writes are not retried: the connection may
+    have died after their commit."""
+    try:
+        return app.resolve(event, context)
+    except psycopg.OperationalError:
+        if method != "GET" or not db.shared_connection_lost():
+            raise
+        logger.warning(
+            "database connection lost; reconnecting for the read",
+            extra={"path": event.get("rawPath")},
+        )
+        app.append_context(principal=who)  # resolve() cleared it
+        return app.resolve(event, context)
 
 
 def _plain(status: int, message: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
