@@ -130,3 +130,13 @@ def echo_registered(local_stack: LocalStack):
             "(client_id text, business_date date, value text)"
         )
     return registry.register(ECHO, "local")
+
+
+@pytest.fixture
+def inbox(stack_info):
+    """An SQS queue subscribed to the stage's alarm topic (operations_support.AlarmInbox)."""
+    from operations_support import AlarmInbox
+
+    box = AlarmInbox(stack_info.export("AlarmTopicArn"))
+    yield box
+    box.close()

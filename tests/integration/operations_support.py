@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import date, timedelta
 from typing import Any
 
 import boto3
@@ -70,3 +71,11 @@ def notices(db: psycopg.Connection, client_id: str) -> list[dict[str, Any]]:
         {"cause": c, "business_date": d, "message": b["message"], "published": p}
         for c, d, b, p in rows
     ]
+
+
+def next_weekday(start: date) -> date:
+    """`start`, or the Monday after it when it falls on a weekend."""
+    day = start
+    while day.isoweekday() > 5:
+        day += timedelta(days=1)
+    return day

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, date, time, timedelta
+from datetime import UTC, time, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
-from operations_support import AlarmInbox, notices, reset_alarm
+from operations_support import next_weekday, notices, reset_alarm
 from persistence_support import item
 
 from dataharvest.ops import alarms, late
@@ -34,20 +34,6 @@ def schedule_of(local_stack, function: str) -> ScheduleMapping:
     return mapping
 
 
-def weekday_after(start: date) -> date:
-    day = start
-    while day.isoweekday() > 5:
-        day += timedelta(days=1)
-    return day
-
-
-@pytest.fixture
-def inbox(stack_info):
-    box = AlarmInbox(stack_info.export("AlarmTopicArn"))
-    yield box
-    box.close()
-
-
 def test_the_late_checker_runs_on_the_schedule_clock(
     local_stack, client_id, db, inbox, wait_quiet
 ) -> None:
@@ -56,7 +42,7 @@ def test_the_late_checker_runs_on_the_schedule_clock(
     checker = schedule_of(local_stack, CHECKER)
     assert checker.schedule.expression == "rate(15 minutes)"
     # A business date ahead of the clock, so its due time is still to come.
-    day = weekday_after(clock.now().astimezone(UTC).date() + timedelta(days=2))
+    day = next_weekday(clock.now().astimezone(UTC).date() + timedelta(days=2))
     expectation = late.Expectation(
         client_id=client_id,
         entities=("accounts",),

@@ -9,20 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
-from operations_support import AlarmInbox, notices, reset_alarm
+from operations_support import notices, reset_alarm
 from persistence_support import BUSINESS_DATE, accounts_file, key, put
 
 from dataharvest import exports
 from dataharvest.ops import alarms
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def inbox(stack_info):
-    box = AlarmInbox(stack_info.export("AlarmTopicArn"))
-    yield box
-    box.close()
 
 
 @pytest.fixture

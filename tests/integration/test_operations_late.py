@@ -7,27 +7,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
-from operations_support import AlarmInbox, notices, reset_alarm
+from operations_support import next_weekday, notices, reset_alarm
 from persistence_support import accounts_file, item, key, put
 
 from dataharvest import exports
 from dataharvest.ops import alarms, late
 
 pytestmark = pytest.mark.integration
-
-
-def next_weekday(start: date) -> date:
-    day = start
-    while day.isoweekday() > 5:
-        day += timedelta(days=1)
-    return day
-
-
-@pytest.fixture
-def inbox(stack_info):
-    box = AlarmInbox(stack_info.export("AlarmTopicArn"))
-    yield box
-    box.close()
 
 
 def test_late_checker_with_an_injected_clock(client_id, db, inbox, wait_quiet, monkeypatch) -> None:

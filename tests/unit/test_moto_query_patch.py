@@ -7,21 +7,17 @@ The reference answer comes from moto's original Table.query, put back for the ca
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
 from dataharvest_local.aws import patch_moto
 
-ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com"
 HASHES = {"S": ["a", "b", "c"], "N": ["1", "2", "3"]}
 ABSENT_HASH = {"S": "zz", "N": "99"}
 RANGES = {"S": ["a", "ab", "b", "ba", "c", "x"], "N": ["-1", "0", "1", "2.5", "10"]}
@@ -29,18 +25,6 @@ RANGES = {"S": ["a", "ab", "b", "ba", "c", "x"], "N": ["-1", "0", "1", "2.5", "1
 patch_moto()
 PATCHED_QUERY = Table.query
 ORIGINAL_QUERY = PATCHED_QUERY.dataharvest_original
-
-
-@pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client(
-            "dynamodb",
-            region_name="us-east-1",
-            endpoint_url=ENDPOINT,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
 
 
 def _value(kind: str, text: str) -> dict[str, str]:

@@ -8,35 +8,18 @@ them; the reference comes from moto's original serializer method, put back for t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 from moto.core import serialize
 
 from dataharvest_local.aws import attribute_value_json, patch_moto
 
-ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com"
-
 patch_moto()
 PATCHED = serialize.BaseJSONSerializer._serialize_type_structure
 ORIGINAL = PATCHED.dataharvest_original
-
-
-@pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client(
-            "dynamodb",
-            region_name="us-east-1",
-            endpoint_url=ENDPOINT,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
 
 
 names = st.text(alphabet="abcxyz_", min_size=1, max_size=3)
