@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from typing import Any
 
 import boto3
@@ -79,3 +79,22 @@ def next_weekday(start: date) -> date:
     while day.isoweekday() > 5:
         day += timedelta(days=1)
     return day
+
+
+def expect_accounts_by_six(db: psycopg.Connection, client_id: str, day: date) -> Any:
+    """The client expects its accounts file by 06:00 Berlin time on weekdays from `day` on;
+    returns the stored expectation (dataharvest.ops.late.Expectation)."""
+    from dataharvest.ops import late
+
+    expectation = late.Expectation(
+        client_id=client_id,
+        entities=("accounts",),
+        due_by=time(6, 0),
+        timezone="Europe/Berlin",
+        weekdays=(1, 2, 3, 4, 5),
+        lag_days=0,
+        effective_from=day,
+    )
+    with db.transaction():
+        late.set_expectation(db, expectation)
+    return expectation

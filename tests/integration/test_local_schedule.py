@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, time, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
-from operations_support import next_weekday, notices, reset_alarm
+from operations_support import expect_accounts_by_six, next_weekday, notices, reset_alarm
 from persistence_support import item
 
-from dataharvest.ops import alarms, late
+from dataharvest.ops import alarms
 from dataharvest_local import cli
 from dataharvest_local.schedule import ScheduleMapping
 
@@ -43,17 +43,7 @@ def test_the_late_checker_runs_on_the_schedule_clock(
     assert checker.schedule.expression == "rate(15 minutes)"
     # A business date ahead of the clock, so its due time is still to come.
     day = next_weekday(clock.now().astimezone(UTC).date() + timedelta(days=2))
-    expectation = late.Expectation(
-        client_id=client_id,
-        entities=("accounts",),
-        due_by=time(6, 0),
-        timezone="Europe/Berlin",
-        weekdays=(1, 2, 3, 4, 5),
-        lag_days=0,
-        effective_from=day,
-    )
-    with db.transaction():
-        late.set_expectation(db, expectation)
+    expectation = expect_accounts_by_six(db, client_id, day)
     due = expectation.due_at(day)
     yyyymmdd = f"{day:%Y%m%d}"
     fired = len(checker.fired)

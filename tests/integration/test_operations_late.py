@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
-from operations_support import next_weekday, notices, reset_alarm
+from operations_support import expect_accounts_by_six, next_weekday, notices, reset_alarm
 from persistence_support import accounts_file, item, key, put
 
 from dataharvest import exports
@@ -20,17 +20,7 @@ def test_late_checker_with_an_injected_clock(client_id, db, inbox, wait_quiet, m
     monkeypatch.setenv(alarms.LOCAL_FLAG, "1")
     reset_alarm(alarms.INPUTS_LATE)
     day = next_weekday(datetime.now(UTC).date())
-    expectation = late.Expectation(
-        client_id=client_id,
-        entities=("accounts",),
-        due_by=time(6, 0),
-        timezone="Europe/Berlin",
-        weekdays=(1, 2, 3, 4, 5),
-        lag_days=0,
-        effective_from=day,
-    )
-    with db.transaction():
-        late.set_expectation(db, expectation)
+    expectation = expect_accounts_by_six(db, client_id, day)
     due = expectation.due_at(day)
     assert due.astimezone(UTC).hour in (4, 5)  # 06:00 in Berlin (CEST or CET)
     yyyymmdd = f"{day:%Y%m%d}"

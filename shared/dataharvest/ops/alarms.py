@@ -26,6 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -141,7 +142,8 @@ def evaluate_queue_alarm(alarm: dict[str, Any], now: datetime) -> Transition:
     """One alarm on AWS/SQS ApproximateAgeOfOldestMessage (threshold in seconds)."""
     queue = next(d["Value"] for d in alarm.get("Dimensions", []) if d["Name"] == "QueueName")
     age = oldest_message_age(queue, now)
-    threshold = float(alarm["Threshold"])
+    # Seconds, compared exactly as CloudWatch states them (never through a float).
+    threshold = Decimal(str(alarm["Threshold"]))
     if age is not None and age > threshold:
         reason = f"the oldest message of {queue} is {age:.0f} s old, more than {threshold:.0f} s"
         return set_state(alarm["AlarmName"], "ALARM", reason, now)
