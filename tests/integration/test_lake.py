@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import boto3
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 from drops import delete_upload
@@ -385,3 +386,56 @@ def test_slice_stream_hands_over_in_blocks_and_frees_the_connection_when_abandon
     next(abandoned)
     abandoned.close()
     assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_slice_stream_keeps_per_row_lineage_when_a_slice_holds_several_loads(db):
+    """The lineage columns are sent once only when one load holds the whole slice; with two
+    (or a row of none) every row keeps its own."""
+    from dataharvest.lake import stream, tables
+
+    db.execute(
+        """
+        CREATE TEMP VIEW lake_two_loads AS
+        SELECT 'two-loads'::text AS client_id, DATE '2024-01-02' AS business_date,
+               'k' || (g % 2) AS source_key, g % 2 AS source_version,
+               CASE WHEN g = 7 THEN NULL ELSE (g % 2)::bigint END AS load_id,
+               g AS line_number
+        FROM generate_series(1, 20) AS g
+        """
+    )
+    try:
+        table = tables.describe(db, "pg_temp.lake_two_loads")
+        rows = [r for b in stream.slice_batches(db, table, "two-loads", DAY) for r in b.to_pylist()]
+        assert len(rows) == 20
+        for row in rows:
+            g = row["line_number"]
+            assert (row["source_key"], row["source_version"]) == (f"k{g % 2}", g % 2)
+            assert row["load_id"] == (None if g == 7 else g % 2)
+    finally:
+        db.execute("DROP VIEW lake_two_loads")
+
+
+def test_slice_stream_raises_an_error_the_server_sends_in_the_middle_of_the_copy(db, monkeypatch):
+    """A COPY that fails after rows went out raises the server's error to the caller (not a
+    short slice), and the connection stays usable."""
+    from dataharvest.lake import stream, tables
+
+    monkeypatch.setattr(stream, "HANDOVER_BYTES", 64)
+    db.execute(
+        """
+        CREATE TEMP VIEW lake_failing AS
+        SELECT 'failing'::text AS client_id, DATE '2024-01-02' AS business_date,
+               (100 / (5000 - g))::integer AS quotient
+        FROM generate_series(1, 10000) AS g
+        """
+    )
+    try:
+        table = tables.describe(db, "pg_temp.lake_failing")
+        seen = 0
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            for batch in stream.slice_batches(db, table, "failing", DAY):
+                seen += batch.num_rows
+        assert seen < 5000
+        assert db.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        db.execute("DROP VIEW lake_failing")

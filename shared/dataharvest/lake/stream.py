@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import queue
+import select
 import threading
 from collections.abc import Iterator
 from datetime import date
@@ -28,7 +29,9 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.errors import QueryCanceled
+from psycopg.pq.abc import PGconn, PGresult
 
 from dataharvest.lake.tables import LakeTable
 
@@ -39,6 +42,7 @@ QUEUED_BLOCKS = 8
 LINEAGE_COLUMNS = ("source_key", "source_version", "load_id")
 
 _END = object()
+_DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
 def slice_batches(
@@ -93,6 +97,26 @@ def _single_lineage(
     if not lineage:
         return {}
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in lineage)
+    if "load_id" in lineage:
+        # A raw view: its rows live in one leaf partition per load (RANGE (load_id, ...)), and
+        # the other lineage columns follow from the load. One row names a load; whether any
+        # other load has rows in the slice is answered by partition pruning (`<>`, IS NULL), without
+        # reading a row (a GROUP BY over the slice read all of them: 0.27 s per million).
+        first = conn.execute(
+            sql.SQL("SELECT {columns} FROM {table} WHERE {where} LIMIT 1").format(
+                columns=columns, table=source, where=where
+            )
+        ).fetchone()
+        if first is None:
+            return {}
+        values = dict(zip(lineage, first, strict=True))
+        other = conn.execute(
+            sql.SQL(
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE {where} "
+                "AND (load_id <> {load} OR load_id IS NULL))"
+            ).format(table=source, where=where, load=sql.Literal(values["load_id"]))
+        ).fetchone()
+        return {} if other is None or other[0] else values
     rows = conn.execute(
         sql.SQL("SELECT {columns} FROM {table} WHERE {where} GROUP BY {columns} LIMIT 2").format(
             columns=columns, table=source, where=where
@@ -135,21 +159,67 @@ class _Handover:
 
     def _copy(self, conn: psycopg.Connection, query: sql.Composed) -> None:
         try:
-            with conn.cursor().copy(query) as copy:
-                # bytearray += is the cheapest per-row step (one C call; a list and join cost
-                # twice as much at a million rows).
-                block = bytearray()
-                for row in copy:
-                    block += row
-                    if len(block) >= HANDOVER_BYTES:
-                        if not self._put(bytes(block)):
-                            return
-                        block.clear()
-                if block:
-                    self._put(bytes(block))
+            with conn.lock:
+                self._copy_out(conn.pgconn, query.as_bytes(conn), conn)
             self._put(_END)
         except BaseException as error:  # handed to the reading thread, which raises it
             self._put(error)
+
+    def _copy_out(self, pgconn: PGconn, statement: bytes, conn: psycopg.Connection) -> None:
+        """COPY ... TO STDOUT on libpq directly. psycopg's COPY reader costs ~1 us of Python
+        per row (a generator round trip per protocol message, and the server sends one
+        message per row); calling `get_copy_data` in a tight loop costs a third of that
+        (BENCHMARKS.md, "Lake tier"). The connection's lock keeps psycopg off it meanwhile."""
+        pgconn.send_query(statement)
+        result = self._next_result(pgconn)
+        if result is None or result.status != pq.ExecStatus.COPY_OUT:
+            self._finish(pgconn, result, conn)
+            return
+        block = bytearray()
+        get_copy_data = pgconn.get_copy_data
+        cancelled = False
+        while True:
+            size, data = get_copy_data(1)  # 1: never block, holding the GIL, in libpq
+            if size > 0:
+                if cancelled:
+                    continue  # draining what the server sent before it saw the cancel
+                # bytearray += is the cheapest per-row step (one C call; a list and join
+                # cost twice as much at a million rows).
+                block += data
+                if len(block) >= HANDOVER_BYTES:
+                    if not self._put(bytes(block)):
+                        conn.cancel_safe()  # the reader gave up: stop the server's COPY
+                        cancelled = True
+                    block.clear()
+            elif size == 0:
+                _wait_readable(pgconn)
+            else:
+                break
+        if block and not cancelled:
+            self._put(bytes(block))
+        self._finish(pgconn, self._next_result(pgconn), conn, cancelled)
+
+    @staticmethod
+    def _next_result(pgconn: PGconn) -> PGresult | None:
+        while pgconn.is_busy():
+            _wait_readable(pgconn)
+        return pgconn.get_result()
+
+    def _finish(
+        self,
+        pgconn: PGconn,
+        result: PGresult | None,
+        conn: psycopg.Connection,
+        cancelled: bool = False,
+    ) -> None:
+        """Reads the statement's remaining results; raises the first error among them."""
+        error: psycopg.Error | None = None
+        while result is not None:
+            if error is None and result.status not in _DONE:
+                error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            result = self._next_result(pgconn)
+        if error is not None and not (cancelled and isinstance(error, QueryCanceled)):
+            raise error
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -177,6 +247,12 @@ class _Handover:
         is free again when this returns."""
         self._stop.set()
         self._thread.join()
+
+
+def _wait_readable(pgconn: PGconn) -> None:
+    """Blocks (GIL released) until the server sends more, then lets libpq read it."""
+    select.select([pgconn.socket], [], [])
+    pgconn.consume_input()
 
 
 class _BlockReader(io.RawIOBase):
