@@ -439,3 +439,49 @@ def test_slice_stream_raises_an_error_the_server_sends_in_the_middle_of_the_copy
         assert db.execute("SELECT 1").fetchone() == (1,)
     finally:
         db.execute("DROP VIEW lake_failing")
+
+
+def test_a_slice_larger_than_a_data_file_is_written_as_several_and_read_back_whole(
+    stack_info, db, client_id, wait_quiet, monkeypatch
+):
+    """Files roll over at FILE_ROWS while the encoder thread writes batch after batch; the
+    slice reads back exactly, whatever file and row group a row landed in."""
+    from dataharvest.lake import export, stream, tables
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 64)  # batches of a row or two
+    monkeypatch.setattr(export, "FILE_ROWS", 3)
+    table = tables.describe(db, "raw.transactions")
+    iceberg = lake_table("raw.transactions")
+    files = export.write_slice(db, iceberg, table, client_id, DAY)
+    assert files.rows == 9
+    assert len(files.paths) == 3
+    export.commit_slice(iceberg, files, client_id, DAY, {"test": "several files"})
+    assert lake_rows("raw.transactions", client_id) == pg_rows(db, "raw.transactions", client_id)
+
+
+def test_an_encoder_failure_fails_the_slice_and_frees_the_connection(
+    stack_info, db, client_id, wait_quiet, monkeypatch
+):
+    from dataharvest.lake import export, stream, tables
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 64)
+    write = export._DataFiles.write
+    calls = []
+
+    def failing_write(self, batch):  # a full disk or a lost S3 connection on the 2nd batch
+        calls.append(batch.num_rows)
+        if len(calls) == 2:
+            raise OSError("injected: the data file could not be written")
+        write(self, batch)
+
+    monkeypatch.setattr(export._DataFiles, "write", failing_write)
+    table = tables.describe(db, "raw.transactions")
+    before = lake_table("raw.transactions").current_snapshot().snapshot_id
+    with pytest.raises(OSError, match="injected"):
+        export.write_slice(db, lake_table("raw.transactions"), table, client_id, DAY)
+    assert db.execute("SELECT 1").fetchone() == (1,)
+    assert lake_table("raw.transactions").current_snapshot().snapshot_id == before

@@ -16,16 +16,20 @@ from __future__ import annotations
 import json
 import uuid
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from urllib.parse import quote
 
 import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.expressions import And, EqualTo
+from pyiceberg.io import OutputStream
 from pyiceberg.table import Table
 
 from dataharvest.lake import catalog as lake_catalog
@@ -38,6 +42,8 @@ from dataharvest.work import WorkMessage
 # A data file is closed at this many rows and the next one started: files of a few hundred MB
 # for the wide inputs, the size Athena and Trino split well.
 FILE_ROWS = 4_000_000
+# Batches (~8 MiB of CSV each) parsed ahead of the Parquet encoder: bounds the memory.
+QUEUED_BATCHES = 2
 # Commits of other slices of the same table make ours fail optimistically; they never touch
 # our slice, so refreshing and committing again is safe.
 COMMIT_ATTEMPTS = 8
@@ -81,36 +87,64 @@ def write_slice(
     conn: psycopg.Connection, iceberg: Table, table: tables.LakeTable, client_id: str, day: date
 ) -> SliceFiles:
     """Stream one slice into new Parquet (zstd) data files under the table's location; they
-    become part of the table only when `commit_slice` adds them."""
+    become part of the table only when `commit_slice` adds them.
+
+    Parquet encoding runs in a thread of its own, so it overlaps the COPY and the CSV parsing
+    of the next batches instead of following them (both release the GIL); at most
+    `QUEUED_BATCHES` batches wait for it."""
     directory = (
         f"{iceberg.location()}/data/business_date_day={day.isoformat()}/"
         f"client_id={quote(client_id, safe='')}"
     )
-    run = uuid.uuid4().hex
-    paths: list[str] = []
+    files = _DataFiles(iceberg, directory, table.arrow_schema)
     rows = 0
-    writer = None
-    stream_out = None
-    in_file = 0
+    pending: deque[Future[None]] = deque()
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-parquet")
     try:
         for batch in stream.slice_batches(conn, table, client_id, day):
-            if writer is None or in_file >= FILE_ROWS:
-                if writer is not None and stream_out is not None:
-                    writer.close()
-                    stream_out.close()
-                path = f"{directory}/{run}-{len(paths):05d}.parquet"
-                stream_out = iceberg.io.new_output(path).create(overwrite=True)
-                writer = pq.ParquetWriter(stream_out, table.arrow_schema, compression="zstd")
-                paths.append(path)
-                in_file = 0
-            writer.write_batch(batch)
-            in_file += batch.num_rows
+            pending.append(encoder.submit(files.write, batch))
             rows += batch.num_rows
+            while len(pending) > QUEUED_BATCHES:
+                pending.popleft().result()  # raises what the encoder raised
+        while pending:
+            pending.popleft().result()
     finally:
-        if writer is not None and stream_out is not None:
-            writer.close()
-            stream_out.close()
-    return SliceFiles(table, tuple(paths), rows)
+        # On an error the batches not yet encoded are dropped; the file is closed either way
+        # (a partial file is never added to the table: orphan-file cleanup removes it).
+        encoder.shutdown(wait=True, cancel_futures=True)
+        files.close()
+    return SliceFiles(table, tuple(files.paths), rows)
+
+
+class _DataFiles:
+    """The data files of one slice export, written by one thread: a new file every
+    `FILE_ROWS` rows, each batch one row group."""
+
+    def __init__(self, iceberg: Table, directory: str, schema: pa.Schema):
+        self._iceberg = iceberg
+        self._prefix = f"{directory}/{uuid.uuid4().hex}"  # new paths every run
+        self._schema = schema
+        self.paths: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._out: OutputStream | None = None
+        self._in_file = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None or self._in_file >= FILE_ROWS:
+            self.close()
+            path = f"{self._prefix}-{len(self.paths):05d}.parquet"
+            self._out = self._iceberg.io.new_output(path).create(overwrite=True)
+            self._writer = pq.ParquetWriter(self._out, self._schema, compression="zstd")
+            self.paths.append(path)
+            self._in_file = 0
+        self._writer.write_batch(batch)
+        self._in_file += batch.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None and self._out is not None:
+            self._writer.close()
+            self._out.close()
+        self._writer = self._out = None
 
 
 def commit_slice(
