@@ -38,7 +38,7 @@ def test_plain_lines_are_copied_and_the_rest_staged_with_their_lines(
         storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
         with conn.transaction(force_rollback=True):
             leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
-            records, loaded = fastpath.load_lines(
+            records, loaded, keys_distinct = fastpath.load_lines(
                 conn, ENTITY, header, leaf, planned, iter([mixed, plain]), 2
             )
             rows = conn.execute(
@@ -49,6 +49,7 @@ def test_plain_lines_are_copied_and_the_rest_staged_with_their_lines(
                 f"SELECT line, column_name, reason FROM {validate.REJECTS.as_string(conn)}"
             ).fetchall()
     assert (records, loaded) == (6, 5)
+    assert not keys_distinct  # records were staged: only the count can tell
     assert rows == [
         (2, 1, "T-1", Decimal("12.50"), "DEPOSIT"),
         (3, 2, "T-2", Decimal("12.50"), "DEPOSIT"),
@@ -87,7 +88,11 @@ def test_fields_that_are_no_contract_column_leave_no_column_behind(local_stack, 
         storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
         with conn.transaction(force_rollback=True):
             leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
-            assert fastpath.load_lines(conn, ENTITY, header, leaf, planned, body, 2) == (2, 2)
+            assert fastpath.load_lines(conn, ENTITY, header, leaf, planned, body, 2) == (
+                2,
+                2,
+                False,  # a quoted field: the keys are counted, not proven
+            )
             rows = conn.execute(
                 f"SELECT * FROM raw_store.{leaf.name} ORDER BY line_number"
             ).fetchall()
@@ -100,3 +105,17 @@ def test_fields_that_are_no_contract_column_leave_no_column_behind(local_stack, 
             ).fetchall()
     assert [len(r) for r in rows] == [9, 9]  # the leaf's own columns, nothing more
     assert viewed == [(2, "T-1", Decimal("12.50")), (3, "T-2", Decimal("1.00"))]
+
+
+def test_keys_in_order_are_proven_distinct_while_copying(local_stack, client_id) -> None:
+    header = match_header(HEADER, ENTITY, {})
+    planned = fastpath.plan(ENTITY, header)
+    blocks = [b"1,42,T-1,12.50,DEPOSIT\n2,42,T-2,1.00,TAX\n", b"3,42,T-3,2.00,FEE"]
+    with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
+        storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
+        with conn.transaction(force_rollback=True):
+            leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
+            loaded = fastpath.load_lines(conn, ENTITY, header, leaf, planned, iter(blocks), 2)
+            count = conn.execute(validate.distinct_keys(ENTITY, leaf.identifier)).fetchone()
+    assert loaded == (3, 3, True)
+    assert count == (3,)  # what the count would have said

@@ -137,3 +137,58 @@ def test_a_block_matches_only_when_every_line_does(lines: list[bytes]) -> None:
     data = b"".join(line + b"\n" for line in lines)
     line = re.compile(planned.pattern.removeprefix(b"(?:").removesuffix(rb"\r?\n)*+"))
     assert bool(planned.fullmatch(data)) == all(line.fullmatch(text) for text in lines)
+
+
+def key_order(names: list[str] = HEADER) -> fastpath.KeyOrder:
+    return fastpath.KeyOrder(TRANSACTIONS, match_header(names, TRANSACTIONS, {}))
+
+
+@pytest.mark.parametrize(
+    ("blocks", "proven"),
+    [
+        ([b"1,42,T-1,1,TAX\n2,42,T-2,1,TAX\n", b"3,42,T-3,1,TAX\n"], True),
+        ([b"1,42,T-1,1,TAX\n2,42,T-2,1,TAX"], True),  # the last line without its line end
+        ([b"1,42,T-1,1,TAX\r\n2,42,T-2,1,TAX\r\n"], True),
+        ([b"1,42,T-1,1,TAX\n\n2,42,T-2,1,TAX\n"], True),  # a blank line holds no key
+        ([b"1,42,T-2,1,TAX\n2,42,T-1,1,TAX\n"], False),  # not in order
+        ([b"1,42,T-1,1,TAX\n2,42,T-1,1,TAX\n"], False),  # a duplicate next to its first
+        ([b"1,42,T-1,1,TAX\n2,42,T-2,1,TAX\n", b"3,42,T-2,1,TAX\n"], False),  # across blocks
+        ([b'1,42,"T-1",1,TAX\n2,42,T-2,1,TAX\n'], False),  # a quote: the value may differ
+        ([b"1,42,T-1,1,TAX\n2,42,T-10,1,TAX\n3,42,T-9,1,TAX\n"], True),  # byte order, as text
+    ],
+)
+def test_keys_in_strictly_increasing_order_are_proven_distinct(
+    blocks: list[bytes], proven: bool
+) -> None:
+    keys = key_order()
+    for lines in blocks:
+        keys.feed(lines)
+    assert keys.proven is proven
+
+
+def test_a_key_in_the_first_field_and_a_blank_line_end_the_proof_conservatively() -> None:
+    names = ["transaction_reference", "record_id", "account_number", "amount", "keyword"]
+    keys = key_order(names)
+    keys.feed(b"T-1,1,42,1,TAX\nT-2,2,42,1,TAX\n")
+    assert keys.proven
+    keys.feed(b"\nT-3,3,42,1,TAX\n")  # an empty first field reads as an empty key
+    assert not keys.proven
+
+
+def test_once_given_up_the_proof_never_returns() -> None:
+    keys = key_order()
+    keys.feed(b"1,42,T-2,1,TAX\n")
+    keys.give_up()
+    keys.feed(b"2,42,T-3,1,TAX\n")
+    assert not keys.proven
+
+
+@given(st.lists(st.text(alphabet="ABC-01", min_size=1, max_size=4), min_size=1, max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_a_proof_only_stands_when_the_keys_are_distinct(references: list[str]) -> None:
+    keys = key_order()
+    lines = b"".join(f"{i},42,{r},1,TAX\n".encode() for i, r in enumerate(references))
+    keys.feed(lines)
+    if keys.proven:
+        assert len(set(references)) == len(references)
+    assert keys.proven == (references == sorted(set(references)))

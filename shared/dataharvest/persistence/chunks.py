@@ -398,7 +398,9 @@ def _stage_rows(
         with conn.transaction():
             leaf = new_leaf()
             body = source.limit_lines(stream.stored(), first)
-            rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, first)
+            # Keys proven distinct within one chunk say nothing across chunks: the commit
+            # counts them over the whole file.
+            rows, loaded, _ = fastpath.load_lines(conn, entity, header, leaf, plain, body, first)
             _keep_rejections(conn, row)
             storage.finish_leaf(conn, leaf)
         return rows, loaded

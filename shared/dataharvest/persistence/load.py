@@ -279,8 +279,10 @@ def _stage(
         try:
             with conn.transaction():
                 leaf = _new_leaf(conn, route, load_id)
-                rows, loaded = fastpath.load_lines(conn, entity, header, leaf, plain, body, 2)
-                if _has_duplicates(conn, entity, leaf, loaded):
+                rows, loaded, distinct = fastpath.load_lines(
+                    conn, entity, header, leaf, plain, body, 2
+                )
+                if not distinct and _has_duplicates(conn, entity, leaf, loaded):
                     # Rare: the staged path reports each later duplicate exactly.
                     raise fastpath.NotPlain("duplicate keys")
                 storage.finish_leaf(conn, leaf)
