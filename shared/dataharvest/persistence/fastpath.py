@@ -129,7 +129,9 @@ class KeyOrder:
         self.proven = column.type == "text" and index is not None
         # The key field of each line, in a block of plain lines without quotes: no field of
         # such a line holds a comma or a line end.
-        self._key = re.compile(rb"^(?:[^,\r\n]*,){%d}([^,\r\n]*)" % (index or 0), re.MULTILINE)
+        self._index = index or 0
+        self._fields = header.field_count
+        self._key = re.compile(rb"^(?:[^,\r\n]*,){%d}([^,\r\n]*)" % self._index, re.MULTILINE)
         self._last = b""
 
     def feed(self, lines: bytes) -> None:
@@ -139,8 +141,7 @@ class KeyOrder:
         if b'"' in lines:
             self.proven = False
             return
-        # Up to the last line end, not past it: `^` would match the empty end as a line.
-        keys = self._key.findall(lines, 0, len(lines) - lines.endswith(b"\n"))
+        keys = self._keys(lines)
         if not keys:
             return
         # Strictly increasing from the last key of the previous block on; b"" (no key yet, or
@@ -150,6 +151,19 @@ class KeyOrder:
 
     def give_up(self) -> None:
         self.proven = False
+
+    def _keys(self, lines: bytes) -> list[bytes]:
+        ended = lines.endswith(b"\n")
+        if b"\r" not in lines:
+            # Every line with exactly the header's fields (no blank line): the block split at
+            # every comma and line end is one list with the key every `_fields` items, which
+            # costs half the regular expression's time.
+            count = lines.count(b"\n") + (not ended)
+            fields = lines.replace(b"\n", b",").split(b",")
+            if len(fields) == count * self._fields + ended:
+                return fields[self._index : count * self._fields : self._fields]
+        # Up to the last line end, not past it: `^` would match the empty end as a line.
+        return self._key.findall(lines, 0, len(lines) - ended)
 
 
 class _LeafCopy:
