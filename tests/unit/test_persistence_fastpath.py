@@ -192,3 +192,38 @@ def test_a_proof_only_stands_when_the_keys_are_distinct(references: list[str]) -
     if keys.proven:
         assert len(set(references)) == len(references)
     assert keys.proven == (references == sorted(set(references)))
+
+
+LINE_CHOICES = [
+    b"1,42,T-1,1.5,DEPOSIT",
+    b"2,42,T-2,1.5,TAX\r",
+    b"3,42,T-3,x,TAX",  # not plain: not a decimal
+    b"4,42, T-4,1.5,TAX",  # not plain: white space
+    b'5,42,"T-5",1.5,TAX',  # plain, quoted key
+    b"6,42,T-6,1.5",  # a field short
+    b"",  # blank
+]
+
+
+@given(st.lists(st.sampled_from(LINE_CHOICES), min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_the_keyed_check_accepts_exactly_the_blocks_the_block_check_does(
+    lines: list[bytes],
+) -> None:
+    """`plain_block` takes the one-pass keyed check while the proof stands; it must decide
+    every block as the block pattern does, and prove only what is so."""
+    planned = fastpath.plan(TRANSACTIONS, match_header(HEADER, TRANSACTIONS, {}))
+    data = b"".join(line + b"\n" for line in lines)
+    keys = key_order()
+    assert fastpath.plain_block(planned, data, keys) == bool(planned.block.fullmatch(data))
+    if keys.proven and bool(planned.block.fullmatch(data)):
+        plain_keys = [line.split(b",")[2] for line in lines]
+        assert plain_keys == sorted(set(plain_keys))
+
+
+def test_the_keyed_check_is_not_built_for_an_integer_key() -> None:
+    accounts = ENTITIES["accounts"]
+    names = [c.name for c in accounts.columns if c.required]
+    planned = fastpath.plan(accounts, match_header(names, accounts, {}))
+    assert planned.keyed is None
+    assert fastpath.plan(TRANSACTIONS, match_header(HEADER, TRANSACTIONS, {})).keyed is not None
