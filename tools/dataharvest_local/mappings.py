@@ -119,6 +119,14 @@ class Mapping(threading.Thread):
         self.stop_event = stop
         self.idle = False
         self.error: str | None = None
+        # When (monotonic) the last poll that found the source empty started: the quiet check
+        # asks every source for one such poll after the stack went idle (runner.wait_settled).
+        self.empty_poll_started = 0.0
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Poll now instead of at the end of the idle backoff."""
+        self._wake.set()
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
         self.activity.begin()
@@ -139,13 +147,21 @@ class Mapping(threading.Thread):
         backoff = IDLE_BACKOFF_MIN_S
         while not self.stop_event.is_set():
             try:
+                started = time.monotonic()
+                if self.long_polls:
+                    # Waiting in the source is idle: the quiet check asks the queue itself
+                    # (`pending`), so it need not wait for the long poll to come back empty.
+                    self.idle = True
                 found = self.poll_once()
                 self.idle = not found
                 self.error = None
+                if not found:
+                    self.empty_poll_started = started
                 if found or self.long_polls:
                     backoff = IDLE_BACKOFF_MIN_S
                 else:
-                    self.stop_event.wait(backoff)
+                    if self._wake.wait(backoff):
+                        self._wake.clear()  # the poll below answers every wake before it
                     backoff = min(backoff * 2, IDLE_BACKOFF_MAX_S)
             except Exception as error:  # a broken endpoint must not kill the mapping thread
                 self.idle = False

@@ -16,7 +16,6 @@ from dataharvest_local.instances import FunctionSpec, InvokeError, Worker
 from dataharvest_local.kinesis import KinesisMapping
 from dataharvest_local.mappings import (
     CRASH_RETRY_S,
-    IDLE_BACKOFF_MAX_S,
     Activity,
     Mapping,
     SqsMapping,
@@ -31,6 +30,11 @@ from dataharvest_local.schedule import (
 )
 from dataharvest_local.slsconfig import LOCAL_ACCOUNT_ID
 
+# How often the quiet check looks again while invocations are in flight.
+QUIET_CHECK_S = 0.02
+# How long after its retry time a failed delivery still counts as about to be redelivered.
+REDELIVERY_GRACE_S = 2.0
+
 
 class Runner:
     """All functions and event-source mappings of the given stacks."""
@@ -44,6 +48,7 @@ class Runner:
         crash_retry_s: int = CRASH_RETRY_S,
         service_environment: Callable[[str], dict[str, str]] | None = None,
         schedule_clock: ScheduleClock | None = None,
+        settle_s: float = 0.0,
     ):
         self.provisioner = provisioner
         self.log_dir = log_dir
@@ -56,6 +61,10 @@ class Runner:
         self.stop_event = threading.Event()
         self.workers: dict[str, Worker] = {}
         self.mappings: list[Mapping] = []
+        # Waited once the stack looks idle, before the sources are asked: for an AWS endpoint
+        # that delivers events (S3 notifications, stream records) a moment after the call
+        # that caused them. The embedded moto server delivers them within the call: 0.
+        self.settle_s = settle_s
         # Functions only a schedule invokes: not warmed at start.
         self.lazy: set[str] = set()
         # The time `schedule` events see (schedule.py): real time unless the caller pauses it.
@@ -301,24 +310,29 @@ class Runner:
                 "retrying": retrying,
             }
 
-    def wait_quiet(self, timeout: float = 300.0, settle: float = 0.6) -> bool:
-        """Block until nothing is in flight and every mapping saw empty sources twice in a row."""
-        return self.wait_settled(timeout, settle) == "quiet"
+    def wait_quiet(self, timeout: float = 300.0) -> bool:
+        """Block until nothing is in flight and every source was seen empty after that."""
+        return self.wait_settled(timeout) == "quiet"
 
-    def wait_settled(
-        self, timeout: float = 300.0, settle: float = 0.6, stall_after: float | None = None
-    ) -> str:
+    def wait_settled(self, timeout: float = 300.0, stall_after: float | None = None) -> str:
         """Block until quiet ("quiet"), or, with `stall_after`, until the only work left is
         failed deliveries whose retries are all more than `stall_after` seconds away
-        ("retrying"); "busy" when the timeout ran out first."""
-        # The settle interval must outlast the longest idle poll wait, or a record that lands
-        # just after a mapping's empty poll could go unseen.
-        settle = max(settle, 2 * IDLE_BACKOFF_MAX_S)
+        ("retrying"); "busy" when the timeout ran out first.
+
+        Quiet: no invocation in flight, every source looked at after that and found empty,
+        and no invocation began meanwhile. A short-polling source (a stream) is woken to poll
+        at once, and its next empty poll must have started after the stack went idle (a
+        record the last invocation wrote is seen by it); a queue is asked directly
+        (`pending`: its message counts), as a long poll cannot be hurried.
+        """
         deadline = time.monotonic() + timeout
+        polled = [m for m in self.mappings if not m.long_polls]
         while time.monotonic() < deadline:
             first = self.status()
-            if first["idle"]:
-                time.sleep(settle)
+            if first["idle"] and self.settle_s:
+                time.sleep(self.settle_s)
+                first = self.status()
+            if first["idle"] and self._polled_after_idle(polled, first["generation"], deadline):
                 second = self.status()
                 if second["idle"] and second["generation"] == first["generation"]:
                     pending = {m.pending() for m in self.mappings}
@@ -326,18 +340,34 @@ class Runner:
                         if pending <= {"none"}:
                             return "quiet"
                         if stall_after is not None and pending <= {"none", "retries"}:
-                            # Failures whose retry is past were redelivered since, or
-                            # dead-lettered: only the ones still to come count.
+                            # Failures whose retry is long past were redelivered since, or
+                            # dead-lettered: only the ones still to come count. One just due
+                            # may still be hidden for a moment (the queue's own timer runs a
+                            # little behind ours): it counts as due now, not as gone.
                             now = time.time()
                             retry_in = [
                                 f.retry_at - now
                                 for f in self.activity.failures_now()
-                                if f.retry_at > now
+                                if f.retry_at > now - REDELIVERY_GRACE_S
                             ]
                             if retry_in and min(retry_in) > stall_after:
                                 return "retrying"
-            time.sleep(0.1)
+            time.sleep(QUIET_CHECK_S)
         return "busy"
+
+    def _polled_after_idle(self, polled: list[Mapping], generation: int, deadline: float) -> bool:
+        """Wakes the short-polling sources and waits until each has started and finished an
+        empty poll after now; False when an invocation began meanwhile (or time ran out)."""
+        mark = time.monotonic()
+        for mapping in polled:
+            mapping.wake()
+        while any(m.empty_poll_started < mark for m in polled):
+            if self.activity.generation != generation or time.monotonic() > deadline:
+                return False
+            if any(m.error for m in polled):
+                return False  # a broken source is never quiet
+            time.sleep(0.005)
+        return True
 
 
 def _is_kinesis(config: Any) -> bool:

@@ -37,6 +37,9 @@ DATABASE_NAME = "dataharvest"
 # `dataharvest run` stops waiting when the only work left is retries this far away or more
 # (a short local retry delay is simply waited out).
 STALL_AFTER_S = 10
+# The quiet check's wait before it asks the sources, when AWS is an external endpoint (one that
+# may deliver S3 notifications and stream records a moment after the call that caused them).
+EXTERNAL_ENDPOINT_SETTLE_S = 0.6
 # "paused": the schedule clock starts paused (`dataharvest up`, detached stacks of tests).
 SCHEDULE_CLOCK_ENV = "DATAHARVEST_LOCAL_SCHEDULE_CLOCK"
 
@@ -226,6 +229,7 @@ class LocalStack:
             # Each service connects with its own database role (security/roles.py).
             service_environment=db_roles.ServiceDatabases(database_url),
             schedule_clock=self.schedule_clock,
+            settle_s=0.0 if self.moto_server is not None else EXTERNAL_ENDPOINT_SETTLE_S,
         )
         for path in (
             self.service_files if self.service_files is not None else slsconfig.service_files()
