@@ -153,6 +153,17 @@ def bare_copy(url: str, path: Path, table: str) -> float:
         return time.perf_counter() - started
 
 
+def upload_runs(
+    s3, bucket: str, path: Path, prefix: str, repeat: int, entity: str = "transactions"
+) -> list[str]:
+    """`repeat` uploads of `path`, each under a client of its own (`prefix` + run number), so
+    every run is a real load; returns their keys."""
+    keys = [f"{prefix}{i}/{entity}_20240102.csv" for i in range(repeat)]
+    for key in keys:
+        s3.upload_file(str(path), bucket, key)
+    return keys
+
+
 def run_handler(info, bucket: str, key: str, warm_up: str | None = None) -> dict:
     """The persistence handler on one upload, in a fresh child process (after `warm_up`)."""
     with psycopg.connect(info.database_url, autocommit=True) as conn:
@@ -226,27 +237,13 @@ def main() -> None:
         bucket = os.environ["LANDING_BUCKET"]
         s3 = boto3.client("s3")
         run_id = int(time.time())
-        keys = []
-        for i in range(args.repeat):
-            keys.append(f"bench-{run_id}-{i}/transactions_20240102.csv")
-            s3.upload_file(str(path), bucket, keys[-1])
+        keys = upload_runs(s3, bucket, path, f"bench-{run_id}-", args.repeat)
         # Warm runs: a small file of another client first, in the same process, then the file.
-        small = generate(1_000)
-        warm_keys, warm_up_keys = [], []
-        for i in range(args.repeat):
-            warm_up_keys.append(f"bench-{run_id}-u{i}/transactions_20240102.csv")
-            s3.upload_file(str(small), bucket, warm_up_keys[-1])
-            warm_keys.append(f"bench-{run_id}-w{i}/transactions_20240102.csv")
-            s3.upload_file(str(path), bucket, warm_keys[-1])
-        staged_keys, mixed_keys, extra_keys = [], [], []
-        for i in range(args.repeat):
-            for keys_of, file, tag in (
-                (staged_keys, staged_path, "s"),
-                (mixed_keys, mixed_path, "m"),
-                (extra_keys, extra_path, "e"),
-            ):
-                keys_of.append(f"bench-{run_id}-{tag}{i}/transactions_20240102.csv")
-                s3.upload_file(str(file), bucket, keys_of[-1])
+        warm_up_keys = upload_runs(s3, bucket, generate(1_000), f"bench-{run_id}-u", args.repeat)
+        warm_keys = upload_runs(s3, bucket, path, f"bench-{run_id}-w", args.repeat)
+        staged_keys = upload_runs(s3, bucket, staged_path, f"bench-{run_id}-s", args.repeat)
+        mixed_keys = upload_runs(s3, bucket, mixed_path, f"bench-{run_id}-m", args.repeat)
+        extra_keys = upload_runs(s3, bucket, extra_path, f"bench-{run_id}-e", args.repeat)
         with psycopg.connect(info.database_url, autocommit=True) as conn:
             conn.execute(COPY_TABLE_DDL)
 

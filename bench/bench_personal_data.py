@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_persistence import DATA, generated_file, run_handler
+from bench_persistence import DATA, generated_file, run_handler, upload_runs
 
 HEADER = "record_id,first_name,last_name,client_reference,tax_free_allowance\n"
 FIRST = ("Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Zoë", "Jürgen", "Søren")
@@ -107,12 +107,8 @@ def main() -> None:
         bucket = os.environ["LANDING_BUCKET"]
         s3 = boto3.client("s3")
         run_id = int(time.time())
-        named_keys, nameless_keys = [], []
-        for i in range(args.repeat):
-            named_keys.append(f"pii-{run_id}-{i}/clients_20240102.csv")
-            s3.upload_file(str(path), bucket, named_keys[-1])
-            nameless_keys.append(f"pii-{run_id}-n{i}/clients_20240102.csv")
-            s3.upload_file(str(nameless), bucket, nameless_keys[-1])
+        named_keys = upload_runs(s3, bucket, path, f"pii-{run_id}-", args.repeat, "clients")
+        nameless_keys = upload_runs(s3, bucket, nameless, f"pii-{run_id}-n", args.repeat, "clients")
         with psycopg.connect(info.database_url, autocommit=True) as conn:
             conn.execute(
                 "CREATE SCHEMA IF NOT EXISTS bench; DROP TABLE IF EXISTS bench.copy_clients; "
