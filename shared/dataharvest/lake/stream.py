@@ -161,20 +161,21 @@ class _Handover:
     def _copy(self, conn: psycopg.Connection, query: sql.Composed) -> None:
         try:
             with conn.lock:
-                self._copy_out(conn.pgconn, query.as_bytes(conn), conn)
+                self._copy_out(conn, query.as_bytes(conn))
             self._put(_END)
         except BaseException as error:  # handed to the reading thread, which raises it
             self._put(error)
 
-    def _copy_out(self, pgconn: PGconn, statement: bytes, conn: psycopg.Connection) -> None:
+    def _copy_out(self, conn: psycopg.Connection, statement: bytes) -> None:
         """COPY ... TO STDOUT on libpq directly. psycopg's COPY reader costs ~1 us of Python
         per row (a generator round trip per protocol message, and the server sends one
         message per row); calling `get_copy_data` in a tight loop costs a third of that
         (BENCHMARKS.md, "Lake tier"). The connection's lock keeps psycopg off it meanwhile."""
+        pgconn = conn.pgconn
         pgconn.send_query(statement)
-        result = self._next_result(pgconn)
+        result = _next_result(pgconn)
         if result is None or result.status != pq.ExecStatus.COPY_OUT:
-            self._finish(pgconn, result, conn)
+            _finish(conn, result)
             return
         block = bytearray()
         get_copy_data = pgconn.get_copy_data
@@ -198,29 +199,7 @@ class _Handover:
                 break
         if block and not cancelled:
             self._put(bytes(block))
-        self._finish(pgconn, self._next_result(pgconn), conn, cancelled)
-
-    @staticmethod
-    def _next_result(pgconn: PGconn) -> PGresult | None:
-        while pgconn.is_busy():
-            _wait_readable(pgconn)
-        return pgconn.get_result()
-
-    def _finish(
-        self,
-        pgconn: PGconn,
-        result: PGresult | None,
-        conn: psycopg.Connection,
-        cancelled: bool = False,
-    ) -> None:
-        """Reads the statement's remaining results; raises the first error among them."""
-        error: psycopg.Error | None = None
-        while result is not None:
-            if error is None and result.status not in _DONE:
-                error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
-            result = self._next_result(pgconn)
-        if error is not None and not (cancelled and isinstance(error, QueryCanceled)):
-            raise error
+        _finish(conn, _next_result(pgconn), cancelled)
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -248,6 +227,24 @@ class _Handover:
         is free again when this returns."""
         self._stop.set()
         self._thread.join()
+
+
+def _next_result(pgconn: PGconn) -> PGresult | None:
+    while pgconn.is_busy():
+        _wait_readable(pgconn)
+    return pgconn.get_result()
+
+
+def _finish(conn: psycopg.Connection, result: PGresult | None, cancelled: bool = False) -> None:
+    """Reads the statement's remaining results; raises the first error among them (but not
+    the cancel we asked for)."""
+    error: psycopg.Error | None = None
+    while result is not None:
+        if error is None and result.status not in _DONE:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        result = _next_result(conn.pgconn)
+    if error is not None and not (cancelled and isinstance(error, QueryCanceled)):
+        raise error
 
 
 def _wait_readable(pgconn: PGconn) -> None:

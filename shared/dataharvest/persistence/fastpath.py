@@ -163,11 +163,10 @@ class KeyOrder:
         column = entity.unique_column
         index = header.columns.get(column.name)
         self.proven = column.type == "text" and index is not None
-        # The key field of each line, in a block of plain lines without quotes: no field of
-        # such a line holds a comma or a line end.
-        self._index = index or 0
-        self._fields = header.field_count
-        self._key = re.compile(rb"^(?:[^,\r\n]*,){%d}([^,\r\n]*)" % self._index, re.MULTILINE)
+        # The key field of each line, in lines without quotes: no field holds a comma or a
+        # line end. (Plain blocks take their keys from `LinePlan.keyed` instead, in the pass
+        # that checks them; this serves the lines of mixed blocks.)
+        self._key = re.compile(rb"^(?:[^,\r\n]*,){%d}([^,\r\n]*)" % (index or 0), re.MULTILINE)
         self._last = b""
 
     def feed(self, lines: bytes) -> None:
@@ -177,7 +176,8 @@ class KeyOrder:
         if b'"' in lines:
             self.proven = False
             return
-        self.feed_keys(self._keys(lines))
+        # Up to the last line end, not past it: `^` would match the empty end as a line.
+        self.feed_keys(self._key.findall(lines, 0, len(lines) - lines.endswith(b"\n")))
 
     def feed_keys(self, keys: list[bytes]) -> None:
         """The keys of whole lines, in file order, every one of them copied into the leaf."""
@@ -190,19 +190,6 @@ class KeyOrder:
 
     def give_up(self) -> None:
         self.proven = False
-
-    def _keys(self, lines: bytes) -> list[bytes]:
-        ended = lines.endswith(b"\n")
-        if b"\r" not in lines:
-            # Every line with exactly the header's fields (no blank line): the block split at
-            # every comma and line end is one list with the key every `_fields` items, which
-            # costs half the regular expression's time.
-            count = lines.count(b"\n") + (not ended)
-            fields = lines.replace(b"\n", b",").split(b",")
-            if len(fields) == count * self._fields + ended:
-                return fields[self._index : count * self._fields : self._fields]
-        # Up to the last line end, not past it: `^` would match the empty end as a line.
-        return self._key.findall(lines, 0, len(lines) - ended)
 
 
 class _LeafCopy:
@@ -284,11 +271,11 @@ def copy_lines(
                 out.write(complete)
                 walker.line += complete.count(b"\n")
                 continue
-            _walk(walker, out, complete.split(b"\n")[:-1], complete, keys)
+            _walk(walker, out, complete, keys)
             if walker.set_aside_bytes > SET_ASIDE_LIMIT:
                 raise NotPlain(f"more than {SET_ASIDE_LIMIT} bytes of records to stage")
         if pending:  # the last line has no line end
-            _walk(walker, out, [pending], pending, keys)
+            _walk(walker, out, pending, keys)
         walker.finish()
         out.close()
     except BaseException as error:
@@ -299,12 +286,14 @@ def copy_lines(
     return copied
 
 
-def _walk(
-    walker: _Walker, out: _LeafCopy, lines: list[bytes], text: bytes, keys: KeyOrder | None
-) -> None:
-    """A mixed block: its plain lines numbered into the leaf, the rest set aside."""
+def _walk(walker: _Walker, out: _LeafCopy, text: bytes, keys: KeyOrder | None) -> None:
+    """A mixed block (whole lines, or the last line without its line end): its plain lines
+    numbered into the leaf, the rest set aside."""
     set_aside = len(walker.copied.set_aside)
     open_before = walker.open_record is not None
+    lines = text.split(b"\n")
+    if text.endswith(b"\n"):
+        lines.pop()
     numbered = walker.walk(lines)
     if numbered:
         out.write(b"".join(numbered), numbered=True)
