@@ -469,16 +469,16 @@ def test_an_encoder_failure_fails_the_slice_and_frees_the_connection(
     upload_example(stack_info, client_id)
     wait_quiet()
     monkeypatch.setattr(stream, "BLOCK_BYTES", 64)
-    write = export._DataFiles.write
+    write = pq.ParquetWriter.write_batch
     calls = []
 
-    def failing_write(self, batch):  # a full disk or a lost S3 connection on the 2nd batch
-        calls.append(batch.num_rows)
+    def failing_write(self, batch, *args, **kwargs):  # the library's writer, on the 2nd batch:
+        calls.append(batch.num_rows)  # a full disk or a lost S3 connection
         if len(calls) == 2:
             raise OSError("injected: the data file could not be written")
-        write(self, batch)
+        return write(self, batch, *args, **kwargs)
 
-    monkeypatch.setattr(export._DataFiles, "write", failing_write)
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", failing_write)
     table = tables.describe(db, "raw.transactions")
     before = lake_table("raw.transactions").current_snapshot().snapshot_id
     with pytest.raises(OSError, match="injected"):
