@@ -17,6 +17,9 @@ pytestmark = pytest.mark.integration
 
 ENTITY = ENTITIES["transactions"]
 HEADER = ["record_id", "account_number", "transaction_reference", "amount", "keyword"]
+# A date no upload of the session uses: these tests create its partitions as the superuser,
+# and a service role cannot add a client's partition under a parent it does not own.
+DAY = date(2031, 7, 15)
 
 
 def test_plain_lines_are_copied_and_the_rest_staged_with_their_lines(
@@ -35,9 +38,9 @@ def test_plain_lines_are_copied_and_the_rest_staged_with_their_lines(
     planned = fastpath.plan(ENTITY, header)
     assert planned is not None
     with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
-        storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
+        storage.ensure_parents(conn, "transactions", DAY, client_id)
         with conn.transaction(force_rollback=True):
-            leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
+            leaf = storage.create_leaf(conn, "transactions", DAY, client_id, 1)
             records, loaded, keys_distinct = fastpath.load_lines(
                 conn, ENTITY, header, leaf, planned, iter([mixed, plain]), 2
             )
@@ -72,9 +75,9 @@ def test_a_quote_never_closed_sends_the_file_to_the_staged_path(local_stack, cli
     planned = fastpath.plan(ENTITY, header)
     assert planned is not None
     with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
-        storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
+        storage.ensure_parents(conn, "transactions", DAY, client_id)
         with conn.transaction(force_rollback=True):
-            leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
+            leaf = storage.create_leaf(conn, "transactions", DAY, client_id, 1)
             body = iter([b'1,42,T-1,12.50,DEPOSIT\n2,42,"T-2,1.00,TAX\n'])
             with pytest.raises(fastpath.NotPlain, match="never closed"):
                 fastpath.load_lines(conn, ENTITY, header, leaf, planned, body, 2)
@@ -85,9 +88,9 @@ def test_fields_that_are_no_contract_column_leave_no_column_behind(local_stack, 
     planned = fastpath.plan(ENTITY, header)
     body = iter([b'x,1,42,T-1,12.50,DEPOSIT,"a, b"\n,2,42,T-2, 1.00 ,TAX,\n'])
     with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
-        storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
+        storage.ensure_parents(conn, "transactions", DAY, client_id)
         with conn.transaction(force_rollback=True):
-            leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
+            leaf = storage.create_leaf(conn, "transactions", DAY, client_id, 1)
             assert fastpath.load_lines(conn, ENTITY, header, leaf, planned, body, 2) == (
                 2,
                 2,
@@ -97,7 +100,7 @@ def test_fields_that_are_no_contract_column_leave_no_column_behind(local_stack, 
                 f"SELECT * FROM raw_store.{leaf.name} ORDER BY line_number"
             ).fetchall()
             # The placeholders are dropped; the leaf attaches like any other.
-            storage.swap(conn, "transactions", date(2024, 1, 2), client_id, 1, [leaf])
+            storage.swap(conn, "transactions", DAY, client_id, 1, [leaf])
             viewed = conn.execute(
                 "SELECT line_number, transaction_reference, amount FROM raw.transactions "
                 "WHERE client_id = %s ORDER BY line_number",
@@ -112,9 +115,9 @@ def test_keys_in_order_are_proven_distinct_while_copying(local_stack, client_id)
     planned = fastpath.plan(ENTITY, header)
     blocks = [b"1,42,T-1,12.50,DEPOSIT\n2,42,T-2,1.00,TAX\n", b"3,42,T-3,2.00,FEE"]
     with psycopg.connect(local_stack.info.database_url, autocommit=True) as conn:
-        storage.ensure_parents(conn, "transactions", date(2024, 1, 2), client_id)
+        storage.ensure_parents(conn, "transactions", DAY, client_id)
         with conn.transaction(force_rollback=True):
-            leaf = storage.create_leaf(conn, "transactions", date(2024, 1, 2), client_id, 1)
+            leaf = storage.create_leaf(conn, "transactions", DAY, client_id, 1)
             loaded = fastpath.load_lines(conn, ENTITY, header, leaf, planned, iter(blocks), 2)
             count = conn.execute(validate.distinct_keys(ENTITY, leaf.identifier)).fetchone()
     assert loaded == (3, 3, True)
