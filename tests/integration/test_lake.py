@@ -219,6 +219,53 @@ def test_work_that_goes_stale_while_streaming_commits_nothing(
     assert current_snapshots() == snapshots
 
 
+def test_an_export_rewrites_only_the_raw_slices_whose_load_changed(
+    stack_info, db, client_id, wait_quiet
+):
+    from dataharvest.lake.export import FINGERPRINT, SNAPSHOT_PREFIX, export_slice
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    raw = [name for name in LAKE_TABLES if name.startswith("raw.")]
+    before = current_snapshots()
+    db.execute("SET search_path TO public")
+
+    # Nothing changed: the raw slices (one immutable load each) are left alone, the outputs
+    # (no cheap fingerprint) are written again, and every slice still equals PostgreSQL.
+    written = export_slice(db, read_lake_location(), client_id, DAY, lambda: True, {})
+    after = current_snapshots()
+    assert {name for name in LAKE_TABLES if after[name] == before[name]} == set(raw)
+    assert written == sum(len(pg_rows(db, name, client_id)) for name in LAKE_TABLES[len(raw) :])
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+
+    # A new transactions version: that raw slice is rewritten, the other inputs' are not.
+    old_fingerprint = (
+        lake_table("raw.transactions").current_snapshot().summary[SNAPSHOT_PREFIX + FINGERPRINT]
+    )
+    content = (EXAMPLE / f"transactions_{KEY}.csv").read_text()
+    upload(stack_info, client_id, f"transactions_{KEY}.csv", content.replace("1000.00", "999.99"))
+    wait_quiet()
+    replaced = current_snapshots()
+    assert replaced["raw.transactions"] != after["raw.transactions"]
+    for name in ("raw.clients", "raw.portfolios", "raw.accounts"):
+        assert replaced[name] == after[name], name
+    summary = lake_table("raw.transactions").current_snapshot().summary
+    assert summary[SNAPSHOT_PREFIX + FINGERPRINT] != old_fingerprint
+    assert summary[SNAPSHOT_PREFIX + "client_id"] == client_id
+    for pg_name in LAKE_TABLES:
+        assert lake_rows(pg_name, client_id) == pg_rows(db, pg_name, client_id), pg_name
+
+    # Deleted: the slice's fingerprint becomes the empty one and the slice is deleted.
+    delete_upload(stack_info, f"{client_id}/transactions_{KEY}.csv")
+    wait_quiet()
+    assert lake_rows("raw.transactions", client_id) == []
+    assert (
+        lake_table("raw.transactions").current_snapshot().snapshot_id
+        != (replaced["raw.transactions"])
+    )
+
+
 def test_the_exporter_registered_after_data_exists_backfills_it(
     stack_info, db, client_id, wait_quiet
 ):
@@ -405,6 +452,8 @@ def test_slice_stream_keeps_per_row_lineage_when_a_slice_holds_several_loads(db)
     )
     try:
         table = tables.describe(db, "pg_temp.lake_two_loads")
+        # No single load names the rows: no fingerprint, the slice is always exported.
+        assert stream.slice_fingerprint(db, table, "two-loads", DAY) is None
         rows = [r for b in stream.slice_batches(db, table, "two-loads", DAY) for r in b.to_pylist()]
         assert len(rows) == 20
         for row in rows:

@@ -48,6 +48,8 @@ QUEUED_BATCHES = 2
 # our slice, so refreshing and committing again is safe.
 COMMIT_ATTEMPTS = 8
 SNAPSHOT_PREFIX = "dataharvest."
+# The snapshot property naming the rows a commit wrote (stream.slice_fingerprint).
+FINGERPRINT = "slice_fingerprint"
 TABLE_PROPERTIES = {
     "write.format.default": "parquet",
     "write.parquet.compression-codec": "zstd",
@@ -178,6 +180,24 @@ def commit_slice(
     )
 
 
+def last_fingerprint(iceberg: Table, client_id: str, business_date: str) -> str | None:
+    """The slice fingerprint recorded by the newest commit of this slice in the table's
+    current history (None: never exported, retracted, or exported without one)."""
+    snapshots = {s.snapshot_id: s for s in iceberg.metadata.snapshots}
+    snapshot = iceberg.current_snapshot()
+    while snapshot is not None:
+        summary = snapshot.summary
+        if (
+            summary is not None
+            and summary.get(SNAPSHOT_PREFIX + "client_id") == client_id
+            and summary.get(SNAPSHOT_PREFIX + "business_date") == business_date
+        ):
+            return summary.get(SNAPSHOT_PREFIX + FINGERPRINT)
+        parent = snapshot.parent_snapshot_id
+        snapshot = snapshots.get(parent) if parent is not None else None
+    return None
+
+
 def export_slice(
     conn: psycopg.Connection,
     lake: LakeLocation,
@@ -189,27 +209,44 @@ def export_slice(
     retract: bool = False,
 ) -> int | None:
     """Write every lake table's slice of (client, date); returns the rows exported, or None
-    when the work stopped being current before anything was committed."""
+    when the work stopped being current before anything was committed.
+
+    A table whose slice has a fingerprint (`stream.slice_fingerprint`: the raw inputs) equal to
+    the one its last commit of the slice recorded is left as it is: most runs are started by
+    one input or one output changing, and the largest slices (transactions) would otherwise
+    be rewritten by every one of them."""
     cat = lake_catalog.catalog()
-    staged: list[tuple[Table, SliceFiles]] = []
+    key = day.strftime("%Y%m%d")
+    properties = {**properties, "client_id": client_id, "business_date": key}
+    staged: list[tuple[Table, SliceFiles, str | None]] = []
+    unchanged: list[str] = []
     for name in table_names:
         table = tables.describe(conn, name)
         iceberg = ensure_table(cat, lake, table)
         if retract:
-            files = SliceFiles(table, (), 0)
-        else:
-            files = write_slice(conn, iceberg, table, client_id, day)
-        staged.append((iceberg, files))
+            staged.append((iceberg, SliceFiles(table, (), 0), None))
+            continue
+        fingerprint = stream.slice_fingerprint(conn, table, client_id, day)
+        if fingerprint is not None and fingerprint == last_fingerprint(iceberg, client_id, key):
+            unchanged.append(name)
+            continue
+        staged.append((iceberg, write_slice(conn, iceberg, table, client_id, day), fingerprint))
     if not still_current():
         # Newer inputs arrived while streaming: their own run exports them; the files written
         # here were never added to a table and are removed by Iceberg's orphan-file cleanup.
         return None
-    for iceberg, files in staged:
-        commit_slice(iceberg, files, client_id, day, properties)
-    rows = sum(files.rows for _, files in staged)
+    for iceberg, files, fingerprint in staged:
+        recorded = properties if fingerprint is None else {**properties, FINGERPRINT: fingerprint}
+        commit_slice(iceberg, files, client_id, day, recorded)
+    rows = sum(files.rows for _, files, _ in staged)
     logger.info(
         "lake slice exported",
-        extra={"client_id": client_id, "business_date": day.isoformat(), "rows": rows},
+        extra={
+            "client_id": client_id,
+            "business_date": day.isoformat(),
+            "rows": rows,
+            "tables_unchanged": unchanged,
+        },
     )
     return rows
 

@@ -19,6 +19,7 @@ Two costs are kept off the stream (measured in BENCHMARKS.md, "Lake tier"):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import queue
 import select
@@ -36,6 +37,9 @@ from psycopg.pq.abc import PGconn, PGresult
 
 from dataharvest.lake.tables import LakeTable
 
+# Part of every slice fingerprint: raise it when a change to the export itself (types,
+# encoding) must rewrite slices whose rows did not change.
+EXPORT_FORMAT = 1
 BLOCK_BYTES = 8 << 20
 HANDOVER_BYTES = 1 << 20
 QUEUED_BLOCKS = 8
@@ -50,9 +54,7 @@ def slice_batches(
     conn: psycopg.Connection, table: LakeTable, client_id: str, day: date
 ) -> Iterator[pa.RecordBatch]:
     """The rows of `table` for one client and date, in batches of the lake schema."""
-    where = sql.SQL("client_id = {client} AND business_date = {day}").format(
-        client=sql.Literal(client_id), day=sql.Literal(day)
-    )
+    where = _slice_where(client_id, day)
     source = sql.Identifier(*table.pg_name.split("."))
     constants: dict[str, Any] = {"client_id": client_id, "business_date": day}
     constants.update(_single_lineage(conn, table, source, where))
@@ -88,6 +90,43 @@ def slice_batches(
                 yield _with_constants(batch, schema, constants, built)
     finally:
         blocks.close()
+
+
+def slice_fingerprint(
+    conn: psycopg.Connection, table: LakeTable, client_id: str, day: date
+) -> str | None:
+    """A value that changes whenever the rows `slice_batches` would stream may have changed,
+    or None where there is no cheap one (the slice is then always exported).
+
+    Only the raw views have one: their rows live in one leaf per load that is written once and
+    never updated (a new version is a new load; retention and retraction detach whole leaves),
+    so the load id names the rows. With the table's columns and `EXPORT_FORMAT` it names the
+    export too. Costs two index-only probes, like `_single_lineage`."""
+    if "load_id" not in table.column_names:
+        return None
+    where = _slice_where(client_id, day)
+    source = sql.Identifier(*table.pg_name.split("."))
+    lineage = _single_lineage(conn, table, source, where)
+    if lineage:
+        rows = f"load {lineage['load_id']}"
+    else:
+        found = conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {table} WHERE {where})").format(
+                table=source, where=where
+            )
+        ).fetchone()
+        if found is None or found[0]:
+            return None  # several loads in one slice: no single name for its rows
+        rows = "empty"
+    columns = ",".join(f"{c.name}:{c.pg_type}" for c in table.columns)
+    text = f"{EXPORT_FORMAT}|{table.pg_name}|{columns}|{rows}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _slice_where(client_id: str, day: date) -> sql.Composed:
+    return sql.SQL("client_id = {client} AND business_date = {day}").format(
+        client=sql.Literal(client_id), day=sql.Literal(day)
+    )
 
 
 def _single_lineage(
