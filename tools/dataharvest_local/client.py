@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dataharvest_local.stack import StackInfo
+from dataharvest_local.stack_info import StackInfo
 
 READY_TIMEOUT_S = 120
 

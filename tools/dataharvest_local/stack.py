@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,11 +26,8 @@ from dataharvest_local.mappings import CRASH_RETRY_S
 from dataharvest_local.provision import Provisioner
 from dataharvest_local.runner import Runner
 from dataharvest_local.schedule import ScheduleClock
+from dataharvest_local.stack_info import LOCAL_CREDENTIALS, StackInfo
 
-LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
-}
 DEFAULT_REGION = "eu-west-1"
 DATABASE_NAME = "dataharvest"
 # `dataharvest run` stops waiting when the only work left is retries this far away or more
@@ -42,48 +38,6 @@ STALL_AFTER_S = 10
 EXTERNAL_ENDPOINT_SETTLE_S = 0.6
 # "paused": the schedule clock starts paused (`dataharvest up`, detached stacks of tests).
 SCHEDULE_CLOCK_ENV = "DATAHARVEST_LOCAL_SCHEDULE_CLOCK"
-
-
-@dataclass
-class StackInfo:
-    """What a client needs to talk to a running stack (written to DATAHARVEST_HOME/stack.json)."""
-
-    pid: int
-    database_url: str
-    endpoint_url: str
-    control_url: str
-    region: str
-    stage: str
-    exports: dict[str, str]
-    api_url: str = ""  # the local Data API (dataharvest_local.api_server), when served
-
-    def export(self, name: str) -> str:
-        return self.exports[f"dataharvest-{self.stage}-{name}"]
-
-    def client_environment(self) -> dict[str, str]:
-        return {
-            "LANDING_BUCKET": self.export("LandingBucketName"),
-            "METASTORE_TABLE": self.export("MetastoreTableName"),
-            "RESULT_QUEUE_URL": self.export("ResultQueueUrl"),
-            "DATABASE_URL": self.database_url,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            "DATAHARVEST_STAGE": self.stage,
-            **LOCAL_CREDENTIALS,
-            # The lake exporter's bucket, where that service is part of the stack.
-            **({"LAKE_BUCKET": self.exports[lake]} if (lake := self._lake_export()) else {}),
-            # The snapshot change stream (issue 15), where the root stack declares it.
-            **(
-                {"SNAPSHOT_STREAM_NAME": self.exports[stream]}
-                if (stream := f"dataharvest-{self.stage}-SnapshotStreamName") in self.exports
-                else {}
-            ),
-        }
-
-    def _lake_export(self) -> str | None:
-        name = f"dataharvest-{self.stage}-LakeBucketName"
-        return name if name in self.exports else None
 
 
 def free_port() -> int:
