@@ -71,7 +71,7 @@ def _export_child(client: str, repeat: int, queue: multiprocessing.Queue) -> Non
     from dataharvest.lake.location import read_lake_location
 
     lake = read_lake_location()
-    seconds: dict[str, list[float]] = {"cold": [], "warm": [], "read": []}
+    seconds: dict[str, list[float]] = {"cold": [], "warm": [], "read": [], "unchanged": []}
     with psycopg.connect(lake.database_url) as conn:
         # The first export of a process also opens the catalog and imports pyiceberg's FileIO
         # (a cold start's cost); the next ones are what a warm function pays per export, like
@@ -79,9 +79,25 @@ def _export_child(client: str, repeat: int, queue: multiprocessing.Queue) -> Non
         for run in ["cold"] + ["warm"] * repeat:
             started = time.perf_counter()
             rows = export_slice(
-                conn, lake, client, DAY, lambda: True, {"bench": run}, ("raw.transactions",)
+                conn,
+                lake,
+                client,
+                DAY,
+                lambda: True,
+                {"bench": run},
+                ("raw.transactions",),
+                force=True,  # the same slice each time: written each time
             )
             seconds[run].append(time.perf_counter() - started)
+        # What the exporter's runs started by other changes of the date pay for this slice:
+        # its load has not changed since the last commit, so nothing is written.
+        for _ in range(repeat):
+            started = time.perf_counter()
+            unchanged = export_slice(
+                conn, lake, client, DAY, lambda: True, {"bench": "unchanged"}, ("raw.transactions",)
+            )
+            assert unchanged == 0, unchanged
+            seconds["unchanged"].append(time.perf_counter() - started)
         # The read alone (COPY -> Arrow batches, nothing written): the part of the export the
         # baseline does not do, and the floor of any export that streams out of PostgreSQL.
         from dataharvest.lake import stream, tables
@@ -183,6 +199,10 @@ def export_part(rows: int, repeat: int) -> None:
     print(
         f"  read only           {read_s:6.2f} s  {rows / read_s:>10,.0f} rows/s  "
         "(COPY -> Arrow batches, no Parquet: the floor of a streamed export)"
+    )
+    print(
+        f"  unchanged slice     {min(runs['unchanged']):6.3f} s  (a run started by another input "
+        "or output: the load id matches the last commit, nothing written)"
     )
     print(
         f"  ratio (write_table s / export s) warm {write_s / export_s:.2f}, "

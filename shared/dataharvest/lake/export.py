@@ -207,6 +207,7 @@ def export_slice(
     properties: dict[str, str],
     table_names: Iterable[str] = tables.LAKE_TABLES,
     retract: bool = False,
+    force: bool = False,
 ) -> int | None:
     """Write every lake table's slice of (client, date); returns the rows exported, or None
     when the work stopped being current before anything was committed.
@@ -214,7 +215,8 @@ def export_slice(
     A table whose slice has a fingerprint (`stream.slice_fingerprint`: the raw inputs) equal to
     the one its last commit of the slice recorded is left as it is: most runs are started by
     one input or one output changing, and the largest slices (transactions) would otherwise
-    be rewritten by every one of them."""
+    be rewritten by every one of them. `force` rewrites them anyway (a benchmark's repeated
+    export of one slice)."""
     cat = lake_catalog.catalog()
     key = day.strftime("%Y%m%d")
     properties = {**properties, "client_id": client_id, "business_date": key}
@@ -227,7 +229,11 @@ def export_slice(
             staged.append((iceberg, SliceFiles(table, (), 0), None))
             continue
         fingerprint = stream.slice_fingerprint(conn, table, client_id, day)
-        if fingerprint is not None and fingerprint == last_fingerprint(iceberg, client_id, key):
+        if (
+            not force
+            and fingerprint is not None
+            and fingerprint == last_fingerprint(iceberg, client_id, key)
+        ):
             unchanged.append(name)
             continue
         staged.append((iceberg, write_slice(conn, iceberg, table, client_id, day), fingerprint))
