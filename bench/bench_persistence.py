@@ -5,6 +5,10 @@ keys and no indexes, on the same server in the same run.
     .venv/bin/python bench/bench_persistence.py                  # 1,000,000 rows, best of 3
     .venv/bin/python bench/bench_persistence.py --rows 10000000 --repeat 1
 
+The handler loads every file in one invocation here (the chunk size raised above the file):
+a 10M-row file (~415 MB) would otherwise be split into chunks staged by other invocations,
+which bench_dataplane.py measures through the whole stack.
+
 Starts its own local stack (embedded PostgreSQL + moto, no services running, state under
 bench/.data/), uploads the file (once per run, under a new client each time, so every run is
 a real load), and then, alternating with the baseline COPY:
@@ -39,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "bench" / ".data"
 HEADER = "record_id,account_number,transaction_reference,amount,keyword\n"
 KEYWORDS = ("DEPOSIT", "TAX", "WITHDRAWAL", "FEE")
+# Above the largest file this bench generates (10M rows: ~415 MB).
+ONE_PIECE_BYTES = 4 << 30
 COPY_TABLE_DDL = """
 CREATE SCHEMA IF NOT EXISTS bench;
 DROP TABLE IF EXISTS bench.copy_plain, bench.pandas;
@@ -173,7 +179,13 @@ def run_handler(info, bucket: str, key: str, warm_up: str | None = None) -> dict
         + (["--warm-up", warm_up] if warm_up else []),
         capture_output=True,
         text=True,
-        env=os.environ.copy(),
+        env={
+            **os.environ,
+            # One invocation loads the whole file, whatever its size: the handler's own path
+            # (a file above the chunk size is otherwise split into chunks for other
+            # invocations; that path is bench_dataplane.py's part 2).
+            "DATAHARVEST_CHUNK_BYTES": str(ONE_PIECE_BYTES),
+        },
         check=True,
     )
     outcome = json.loads(run.stdout.strip().splitlines()[-1])
