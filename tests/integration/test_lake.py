@@ -214,9 +214,17 @@ def test_work_that_goes_stale_while_streaming_commits_nothing(
     wait_quiet()
     snapshots = current_snapshots()
     db.execute("SET search_path TO public")
-    written = export_slice(db, read_lake_location(), client_id, DAY, lambda: False, {})
+    asked = []
+
+    def still_current() -> bool:
+        asked.append(True)
+        return False
+
+    written = export_slice(db, read_lake_location(), client_id, DAY, still_current, {}, force=True)
     assert written is None
     assert current_snapshots() == snapshots
+    # Asked after the first table streamed: the other seven were not streamed for nothing.
+    assert len(asked) == 1
 
 
 def test_an_export_rewrites_only_the_raw_slices_whose_load_changed(

@@ -237,9 +237,14 @@ def export_slice(
             unchanged.append(name)
             continue
         staged.append((iceberg, write_slice(conn, iceberg, table, client_id, day), fingerprint))
-    if not still_current():
-        # Newer inputs arrived while streaming: their own run exports them; the files written
-        # here were never added to a table and are removed by Iceberg's orphan-file cleanup.
+        if not still_current():
+            # Newer inputs arrived while streaming: their own run exports them. Asked after
+            # each table, not only at the end (one metastore read each): a drop's files
+            # arrive one after another, and the run started by the first would otherwise
+            # stream every table before finding out. The files written so far were never
+            # added to a table and are removed by Iceberg's orphan-file cleanup.
+            return None
+    if not still_current():  # also when nothing needed writing
         return None
     for iceberg, files, fingerprint in staged:
         recorded = properties if fingerprint is None else {**properties, FINGERPRINT: fingerprint}
