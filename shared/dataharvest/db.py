@@ -68,6 +68,12 @@ def advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
 
 
+def try_advisory_xact_lock(conn: psycopg.Connection, name: str) -> bool:
+    """`advisory_xact_lock` without waiting: whether this transaction now holds it."""
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+    return bool(row.fetchone()[0])  # type: ignore[index]
+
+
 def advisory_lock(conn: psycopg.Connection, name: str) -> None:
     """Take the lock called `name` for the session (across transactions) until
     `advisory_unlock`; a dead session's locks go with it. Same key as `advisory_xact_lock`."""

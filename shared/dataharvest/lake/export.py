@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from urllib.parse import quote
 
 import psycopg
@@ -33,7 +33,7 @@ from pyiceberg.io import OutputStream
 from pyiceberg.table import Table
 
 from dataharvest.lake import catalog as lake_catalog
-from dataharvest.lake import stream, tables
+from dataharvest.lake import maintenance, stream, tables
 from dataharvest.lake.exceptions import LakeCommitConflict
 from dataharvest.lake.location import LakeLocation, read_lake_location
 from dataharvest.observability import logger
@@ -56,6 +56,9 @@ TABLE_PROPERTIES = {
     # Every slice export is a commit that adds a manifest: merging them keeps a scan's
     # planning (one read per manifest) from growing with the number of exports.
     "commit.manifest-merge.enabled": "true",
+    # Each commit writes a new metadata file; keep the last 100 (Iceberg's default count),
+    # not every one: the history that matters is the snapshots (lake/maintenance.py).
+    "write.metadata.delete-after-commit.enabled": "true",
 }
 
 
@@ -249,6 +252,9 @@ def export_slice(
     for iceberg, files, fingerprint in staged:
         recorded = properties if fingerprint is None else {**properties, FINGERPRINT: fingerprint}
         commit_slice(iceberg, files, client_id, day, recorded)
+    now = datetime.now(UTC)
+    for iceberg, _, _ in staged:
+        maintenance.expire_if_due(conn, iceberg, now)
     rows = sum(files.rows for _, files, _ in staged)
     logger.info(
         "lake slice exported",

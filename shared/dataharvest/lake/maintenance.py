@@ -1,0 +1,138 @@
+"""Lake table maintenance: expire old snapshots, then delete the files only they reached.
+
+Every export commits to each lake table it writes, and Iceberg keeps every snapshot in the
+table's metadata, which a commit rewrites whole (and pyiceberg copies several times per
+commit): left alone, commits get slower with every export and the replaced slices' data files
+stay on S3 for ever. Expiry keeps `MAX_SNAPSHOT_AGE` of history (time travel reaches that far
+back; the table property `history.expire.max-snapshot-age-ms` overrides it per table), never
+the current snapshot nor a branch or tag head, and then deletes the manifest lists, manifests
+and data files that no remaining snapshot reaches.
+
+Safe beside running exports: the expiry is one catalog commit (compare-and-swap on the
+metadata location, so it and an export's commit never both win against the same state), and
+files are deleted only after it committed, computed from the committed metadata. A file an
+export wrote but has not committed yet is reached by no snapshot, expired or not, so it is
+never a candidate (that export's commit adds it later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+from pyiceberg.io import FileIO
+from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.table import Table
+from pyiceberg.table.refs import SnapshotRefType
+from pyiceberg.table.snapshots import Snapshot
+
+from dataharvest import db
+from dataharvest.observability import logger
+
+MAX_SNAPSHOT_AGE = timedelta(days=5)
+MAX_SNAPSHOT_AGE_PROPERTY = "history.expire.max-snapshot-age-ms"
+# An export expires a table's history itself once its oldest snapshot is this much past the
+# age limit: about once per table per `DUE_SLACK`, each time over a slack's worth of snapshots.
+DUE_SLACK = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Expired:
+    snapshots: int
+    files_deleted: int
+
+
+def max_snapshot_age(iceberg: Table) -> timedelta:
+    value = iceberg.properties.get(MAX_SNAPSHOT_AGE_PROPERTY)
+    return timedelta(milliseconds=int(value)) if value else MAX_SNAPSHOT_AGE
+
+
+def expiry_due(iceberg: Table, now: datetime) -> bool:
+    """Whether the table holds a snapshot older than its age limit plus `DUE_SLACK` (a look at
+    the metadata already loaded, nothing read)."""
+    cutoff = _millis(now - max_snapshot_age(iceberg) - DUE_SLACK)
+    return any(s.timestamp_ms < cutoff for s in _expirable(iceberg))
+
+
+def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Expired:
+    """What an export does after its commit: `expire` when due and no other process is at
+    it (a lock per table, held until the caller's transaction ends). A failure is logged with
+    its error, not raised: the export it follows has committed, and the table stays due, so
+    the next export tries again."""
+    if not expiry_due(iceberg, now):
+        return Expired(0, 0)
+    name = ".".join(iceberg.name())
+    if not db.try_advisory_xact_lock(conn, f"lake-expire:{name}"):
+        return Expired(0, 0)
+    try:
+        return expire(iceberg, now)
+    except Exception:
+        logger.exception(
+            "lake snapshot expiry failed; the next export retries it", extra={"table": name}
+        )
+        return Expired(0, 0)
+
+
+def expire(iceberg: Table, now: datetime) -> Expired:
+    """Expire the table's snapshots older than its age limit and delete the files that only
+    they reached."""
+    cutoff = _millis(now - max_snapshot_age(iceberg))
+    expired = [s for s in _expirable(iceberg) if s.timestamp_ms < cutoff]
+    if not expired:
+        return Expired(0, 0)
+    io = iceberg.io
+    iceberg.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in expired]).commit()
+    remaining = iceberg.metadata.snapshots  # the committed metadata
+    left = {s.snapshot_id for s in remaining}
+    gone = [s for s in expired if s.snapshot_id not in left]
+    reached_by_gone = _files(io, gone, live_only=False)
+    still_reached = _files(io, remaining, live_only=True)
+    unreached = sorted(reached_by_gone - still_reached)
+    for path in unreached:
+        io.delete(path)
+    logger.info(
+        "lake snapshots expired",
+        extra={
+            "table": ".".join(iceberg.name()),
+            "snapshots_expired": len(gone),
+            "files_deleted": len(unreached),
+        },
+    )
+    return Expired(len(gone), len(unreached))
+
+
+def _expirable(iceberg: Table) -> list[Snapshot]:
+    metadata = iceberg.metadata
+    protected = {
+        ref.snapshot_id
+        for ref in metadata.refs.values()
+        if ref.snapshot_ref_type in (SnapshotRefType.BRANCH, SnapshotRefType.TAG)
+    }
+    if metadata.current_snapshot_id is not None:
+        protected.add(metadata.current_snapshot_id)
+    return [s for s in metadata.snapshots if s.snapshot_id not in protected]
+
+
+def _files(io: FileIO, snapshots: Iterable[Snapshot], live_only: bool) -> set[str]:
+    """Every file the snapshots reach: manifest lists, manifests and data files (only the
+    live ones, `live_only`; else also those a manifest records as deleted)."""
+    paths: set[str] = set()
+    manifests_read: set[str] = set()
+    for snapshot in snapshots:
+        paths.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(io):
+            paths.add(manifest.manifest_path)
+            if manifest.manifest_path in manifests_read:
+                continue  # manifests are shared between snapshots: each read once
+            manifests_read.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+                if live_only and entry.status == ManifestEntryStatus.DELETED:
+                    continue
+                paths.add(entry.data_file.file_path)
+    return paths
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
