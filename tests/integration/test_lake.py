@@ -614,3 +614,16 @@ def test_expiry_deletes_only_what_no_remaining_snapshot_reaches(
     )
     assert written == 0
     assert lake_rows("raw.transactions", client_id) == pg_rows(db, "raw.transactions", client_id)
+
+
+def test_lake_expire_command_reports_every_exported_table(
+    stack_info, client_id, wait_quiet, capsys
+):
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    capsys.readouterr()
+    assert cli.main(["lake", "expire"]) == 0
+    out = capsys.readouterr().out
+    for pg_name in LAKE_TABLES:
+        assert pg_name in out
+    assert "5 days" in out

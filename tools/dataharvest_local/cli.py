@@ -767,6 +767,48 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_lake(args: argparse.Namespace) -> int:
+    if args.action == "expire":
+        return cmd_lake_expire(args)
+    return cmd_lake_backfill(args)
+
+
+def cmd_lake_expire(args: argparse.Namespace) -> int:
+    """`lake expire`: expire every lake table's snapshots older than its age limit now and
+    delete the files only they reached (what exports do by themselves once a table is due)."""
+    from datetime import UTC, datetime
+
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from dataharvest.lake import catalog as lake_catalog
+    from dataharvest.lake import maintenance
+    from dataharvest.lake.location import read_lake_location
+    from dataharvest.lake.tables import LAKE_TABLES
+    from dataharvest_local import client
+
+    client.ensure_stack(home())
+    lake = read_lake_location()
+    cat = lake_catalog.open_catalog(lake)
+    now = datetime.now(UTC)
+    table = Table(title="lake expire")
+    for column in ("table", "snapshots expired", "files deleted", "history kept"):
+        table.add_column(column)
+    for name in LAKE_TABLES:
+        try:
+            iceberg = cat.load_table(lake_catalog.identifier(lake, name))
+        except NoSuchTableError:
+            continue  # nothing exported to it yet
+        expired = maintenance.expire(iceberg, now)
+        table.add_row(
+            name,
+            str(expired.snapshots),
+            str(expired.files_deleted),
+            str(maintenance.max_snapshot_age(iceberg)),
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_lake_backfill(args: argparse.Namespace) -> int:
     """`lake backfill`: what the registry's backfill sweep does when the exporter is registered,
     narrowed to a client and date range: every item of the range that the exporter's filter
     matches and whose current versions it has not exported gets an APPLY."""
@@ -1004,6 +1046,10 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--to", dest="date_to", metavar="D", required=True)
     fill.add_argument("--client", metavar="ID")
     fill.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    lake_sub.add_parser(
+        "expire",
+        help="expire snapshots past each table's history limit; delete files only they reached",
+    )
     lake.set_defaults(func=cmd_lake)
 
     snapshots = sub.add_parser("snapshots", help="snapshot tables (full exports -> deltas)")
