@@ -627,3 +627,31 @@ def test_lake_expire_command_reports_every_exported_table(
     for pg_name in LAKE_TABLES:
         assert pg_name in out
     assert "5 days" in out
+
+
+def test_expiry_keeps_at_most_the_tables_snapshot_count(stack_info, db, client_id, wait_quiet):
+    from datetime import UTC, datetime
+
+    from dataharvest.lake import maintenance
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    content = (EXAMPLE / f"clients_{KEY}.csv").read_text()
+    upload(stack_info, client_id, f"clients_{KEY}.csv", content.replace("\n", "\r\n").encode())
+    wait_quiet()
+    table = lake_table("raw.clients")
+    with table.transaction() as tx:
+        tx.set_properties({maintenance.MAX_SNAPSHOTS_PROPERTY: "2"})
+    try:
+        now = datetime.now(UTC)  # every snapshot young: only the count makes it due
+        held = len(table.metadata.snapshots)
+        assert held > 3
+        assert maintenance.expiry_due(table, now)
+        expired = maintenance.expire(table, now)
+        assert expired.snapshots == held - 3
+        assert len(table.metadata.snapshots) == 3  # the current one and the two newest before it
+        assert not maintenance.expiry_due(table, now)
+        assert lake_rows("raw.clients", client_id) == pg_rows(db, "raw.clients", client_id)
+    finally:
+        with table.transaction() as tx:
+            tx.remove_properties(maintenance.MAX_SNAPSHOTS_PROPERTY)

@@ -3,10 +3,10 @@
 Every export commits to each lake table it writes, and Iceberg keeps every snapshot in the
 table's metadata, which a commit rewrites whole (and pyiceberg copies several times per
 commit): left alone, commits get slower with every export and the replaced slices' data files
-stay on S3 for ever. Expiry keeps `MAX_SNAPSHOT_AGE` of history (time travel reaches that far
-back; the table property `history.expire.max-snapshot-age-ms` overrides it per table), never
-the current snapshot nor a branch or tag head, and then deletes the manifest lists, manifests
-and data files that no remaining snapshot reaches.
+stay on S3 for ever. Expiry keeps `MAX_SNAPSHOT_AGE` of history but no more than
+`MAX_SNAPSHOTS` snapshots (time travel reaches that far back; table properties override
+both), never the current snapshot nor a branch or tag head, and then deletes the manifest
+lists, manifests and data files that no remaining snapshot reaches.
 
 Safe beside running exports: the expiry is one catalog commit (compare-and-swap on the
 metadata location, so it and an export's commit never both win against the same state), and
@@ -33,9 +33,17 @@ from dataharvest.observability import logger
 
 MAX_SNAPSHOT_AGE = timedelta(days=5)
 MAX_SNAPSHOT_AGE_PROPERTY = "history.expire.max-snapshot-age-ms"
+# And at most this many besides the current one, however young: a commit's cost grows with the
+# snapshots the metadata holds (0.39 s at 4, 0.87 s at 204, 2.3 s at 404: BENCHMARKS.md, "Lake
+# tier", third session), and at full volume a table takes thousands of commits a day. Iceberg
+# has no such property; ours is a table property too.
+MAX_SNAPSHOTS = 100
+MAX_SNAPSHOTS_PROPERTY = "dataharvest.history.max-snapshots"
 # An export expires a table's history itself once its oldest snapshot is this much past the
-# age limit: about once per table per `DUE_SLACK`, each time over a slack's worth of snapshots.
+# age limit, or once it holds a quarter more snapshots than the count limit: each expiry then
+# covers a batch of snapshots, not one per commit.
 DUE_SLACK = timedelta(hours=1)
+DUE_COUNT_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -49,11 +57,20 @@ def max_snapshot_age(iceberg: Table) -> timedelta:
     return timedelta(milliseconds=int(value)) if value else MAX_SNAPSHOT_AGE
 
 
+def max_snapshots(iceberg: Table) -> int:
+    value = iceberg.properties.get(MAX_SNAPSHOTS_PROPERTY)
+    return int(value) if value else MAX_SNAPSHOTS
+
+
 def expiry_due(iceberg: Table, now: datetime) -> bool:
-    """Whether the table holds a snapshot older than its age limit plus `DUE_SLACK` (a look at
-    the metadata already loaded, nothing read)."""
+    """Whether the table holds a snapshot older than its age limit plus `DUE_SLACK`, or more
+    than `DUE_COUNT_FACTOR` times its count limit (a look at the metadata already loaded,
+    nothing read)."""
+    expirable = _expirable(iceberg)
+    if len(expirable) > max_snapshots(iceberg) * DUE_COUNT_FACTOR:
+        return True
     cutoff = _millis(now - max_snapshot_age(iceberg) - DUE_SLACK)
-    return any(s.timestamp_ms < cutoff for s in _expirable(iceberg))
+    return any(s.timestamp_ms < cutoff for s in expirable)
 
 
 def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Expired:
@@ -76,10 +93,12 @@ def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Ex
 
 
 def expire(iceberg: Table, now: datetime) -> Expired:
-    """Expire the table's snapshots older than its age limit and delete the files that only
-    they reached."""
+    """Expire the table's snapshots older than its age limit or beyond its count limit (the
+    oldest first), and delete the files that only they reached."""
     cutoff = _millis(now - max_snapshot_age(iceberg))
-    expired = [s for s in _expirable(iceberg) if s.timestamp_ms < cutoff]
+    newest_first = sorted(_expirable(iceberg), key=lambda s: s.timestamp_ms, reverse=True)
+    keep = max_snapshots(iceberg)
+    expired = [s for i, s in enumerate(newest_first) if i >= keep or s.timestamp_ms < cutoff]
     if not expired:
         return Expired(0, 0)
     io = iceberg.io
