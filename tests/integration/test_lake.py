@@ -637,8 +637,9 @@ def test_expiry_keeps_at_most_the_tables_snapshot_count(stack_info, db, client_i
     upload_example(stack_info, client_id)
     wait_quiet()
     content = (EXAMPLE / f"clients_{KEY}.csv").read_text()
-    upload(stack_info, client_id, f"clients_{KEY}.csv", content.replace("\n", "\r\n").encode())
-    wait_quiet()
+    for name in ("Augusta", "Countess"):  # two new versions: a delete and an append each
+        upload(stack_info, client_id, f"clients_{KEY}.csv", content.replace("Ada", name).encode())
+        wait_quiet()
     table = lake_table("raw.clients")
     with table.transaction() as tx:
         tx.set_properties({maintenance.MAX_SNAPSHOTS_PROPERTY: "2"})
