@@ -630,7 +630,7 @@ def test_lake_expire_command_reports_every_exported_table(
 
 
 def test_expiry_keeps_at_most_the_tables_snapshot_count(stack_info, db, client_id, wait_quiet):
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from dataharvest.lake import maintenance
 
@@ -644,9 +644,14 @@ def test_expiry_keeps_at_most_the_tables_snapshot_count(stack_info, db, client_i
     with table.transaction() as tx:
         tx.set_properties({maintenance.MAX_SNAPSHOTS_PROPERTY: "2"})
     try:
-        now = datetime.now(UTC)  # every snapshot young: only the count makes it due
+        now = datetime.now(UTC)
         held = len(table.metadata.snapshots)
         assert held > 3
+        # Over the count, but every snapshot younger than the floor: nothing to expire yet.
+        assert not maintenance.expiry_due(table, now)
+        assert maintenance.expire(table, now) == maintenance.Expired(0, 0)
+        # Past the floor (and far inside the age limit): the count makes it due.
+        now += maintenance.MIN_SNAPSHOT_AGE + timedelta(seconds=1)
         assert maintenance.expiry_due(table, now)
         expired = maintenance.expire(table, now)
         assert expired.snapshots == held - 3

@@ -33,12 +33,18 @@ from dataharvest.observability import logger
 
 MAX_SNAPSHOT_AGE = timedelta(days=5)
 MAX_SNAPSHOT_AGE_PROPERTY = "history.expire.max-snapshot-age-ms"
-# And at most this many besides the current one, however young: a commit's cost grows with the
-# snapshots the metadata holds (0.39 s at 4, 0.87 s at 204, 2.3 s at 404: BENCHMARKS.md, "Lake
-# tier", third session), and at full volume a table takes thousands of commits a day. Iceberg
-# has no such property; ours is a table property too.
+# And at most this many besides the current one, the floor below permitting: a commit's cost
+# grows with the snapshots the metadata holds (0.39 s at 4, 0.87 s at 204, 2.3 s at 404:
+# BENCHMARKS.md, "Lake tier", third session), and at full volume a table takes thousands of
+# commits a day. Iceberg has no such property; ours is a table property too.
 MAX_SNAPSHOTS = 100
 MAX_SNAPSHOTS_PROPERTY = "dataharvest.history.max-snapshots"
+# But never a snapshot younger than this, whatever the count: a query that began on it reads
+# its files, and expiry deletes those of replaced slices (Athena's default query timeout is 30
+# minutes; a lake query of a few slices takes seconds). At full volume this floor, not the
+# count, bounds the history.
+MIN_SNAPSHOT_AGE = timedelta(minutes=10)
+MIN_SNAPSHOT_AGE_PROPERTY = "dataharvest.history.min-snapshot-age-ms"
 # An export expires a table's history itself once its oldest snapshot is this much past the
 # age limit, or once it holds a quarter more snapshots than the count limit: each expiry then
 # covers a batch of snapshots, not one per commit.
@@ -57,20 +63,27 @@ def max_snapshot_age(iceberg: Table) -> timedelta:
     return timedelta(milliseconds=int(value)) if value else MAX_SNAPSHOT_AGE
 
 
+def min_snapshot_age(iceberg: Table) -> timedelta:
+    value = iceberg.properties.get(MIN_SNAPSHOT_AGE_PROPERTY)
+    return timedelta(milliseconds=int(value)) if value else MIN_SNAPSHOT_AGE
+
+
 def max_snapshots(iceberg: Table) -> int:
     value = iceberg.properties.get(MAX_SNAPSHOTS_PROPERTY)
     return int(value) if value else MAX_SNAPSHOTS
 
 
 def expiry_due(iceberg: Table, now: datetime) -> bool:
-    """Whether the table holds a snapshot older than its age limit plus `DUE_SLACK`, or more
-    than `DUE_COUNT_FACTOR` times its count limit (a look at the metadata already loaded,
-    nothing read)."""
-    expirable = _expirable(iceberg)
-    if len(expirable) > max_snapshots(iceberg) * DUE_COUNT_FACTOR:
+    """Whether an expiry now would expire something and the table is well past a limit: a
+    snapshot older than the age limit plus `DUE_SLACK`, or more than `DUE_COUNT_FACTOR` times
+    the count limit held (a look at the metadata already loaded, nothing read)."""
+    candidates = _to_expire(iceberg, now)
+    if not candidates:
+        return False
+    if len(_expirable(iceberg)) > max_snapshots(iceberg) * DUE_COUNT_FACTOR:
         return True
     cutoff = _millis(now - max_snapshot_age(iceberg) - DUE_SLACK)
-    return any(s.timestamp_ms < cutoff for s in expirable)
+    return any(s.timestamp_ms < cutoff for s in candidates)
 
 
 def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Expired:
@@ -94,11 +107,9 @@ def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Ex
 
 def expire(iceberg: Table, now: datetime) -> Expired:
     """Expire the table's snapshots older than its age limit or beyond its count limit (the
-    oldest first), and delete the files that only they reached."""
-    cutoff = _millis(now - max_snapshot_age(iceberg))
-    newest_first = sorted(_expirable(iceberg), key=lambda s: s.timestamp_ms, reverse=True)
-    keep = max_snapshots(iceberg)
-    expired = [s for i, s in enumerate(newest_first) if i >= keep or s.timestamp_ms < cutoff]
+    oldest first), none younger than its floor, and delete the files that only they
+    reached."""
+    expired = _to_expire(iceberg, now)
     if not expired:
         return Expired(0, 0)
     io = iceberg.io
@@ -120,6 +131,20 @@ def expire(iceberg: Table, now: datetime) -> Expired:
         },
     )
     return Expired(len(gone), len(unreached))
+
+
+def _to_expire(iceberg: Table, now: datetime) -> list[Snapshot]:
+    """Snapshots past the age limit or beyond the newest `max_snapshots`, but none younger
+    than the floor."""
+    cutoff = _millis(now - max_snapshot_age(iceberg))
+    floor = _millis(now - min_snapshot_age(iceberg))
+    newest_first = sorted(_expirable(iceberg), key=lambda s: s.timestamp_ms, reverse=True)
+    keep = max_snapshots(iceberg)
+    return [
+        s
+        for i, s in enumerate(newest_first)
+        if (i >= keep or s.timestamp_ms < cutoff) and s.timestamp_ms < floor
+    ]
 
 
 def _expirable(iceberg: Table) -> list[Snapshot]:
