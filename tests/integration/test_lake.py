@@ -220,11 +220,23 @@ def test_work_that_goes_stale_while_streaming_commits_nothing(
         asked.append(True)
         return False
 
+    objects = lake_objects()
     written = export_slice(db, read_lake_location(), client_id, DAY, still_current, {}, force=True)
     assert written is None
     assert current_snapshots() == snapshots
     # Asked after the first table streamed: the other seven were not streamed for nothing.
     assert len(asked) == 1
+    # And the file it wrote, which no commit will add, is gone again.
+    assert lake_objects() == objects
+
+
+def lake_objects() -> set[str]:
+    """The lake bucket's files. Not its directory markers (empty keys ending in "/"): pyarrow's
+    S3 filesystem leaves one where it deleted a folder's last file."""
+    lake = read_lake_location()
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=lake.bucket)
+    keys = {o["Key"] for page in pages for o in page.get("Contents", [])}
+    return {k for k in keys if not k.endswith("/")}
 
 
 def test_an_export_rewrites_only_the_raw_slices_whose_load_changed(
@@ -538,10 +550,13 @@ def test_an_encoder_failure_fails_the_slice_and_frees_the_connection(
     monkeypatch.setattr(pq.ParquetWriter, "write_batch", failing_write)
     table = tables.describe(db, "raw.transactions")
     before = lake_table("raw.transactions").current_snapshot().snapshot_id
+    objects = lake_objects()
     with pytest.raises(OSError, match="injected"):
         export.write_slice(db, lake_table("raw.transactions"), table, client_id, DAY)
     assert db.execute("SELECT 1").fetchone() == (1,)
     assert lake_table("raw.transactions").current_snapshot().snapshot_id == before
+    # The partial data file, which no commit will add, is not left behind.
+    assert lake_objects() == objects
 
 
 def slice_data_files(table, client_id: str, snapshot_id: int | None = None) -> set[str]:

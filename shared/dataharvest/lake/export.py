@@ -113,11 +113,17 @@ def write_slice(
                 pending.popleft().result()  # raises what the encoder raised
         while pending:
             pending.popleft().result()
-    finally:
-        # On an error the batches not yet encoded are dropped; the file is closed either way
-        # (a partial file is never added to the table: orphan-file cleanup removes it).
+    except BaseException:
+        # The batches not yet encoded are dropped, and the files written so far deleted: no
+        # commit will add them.
         encoder.shutdown(wait=True, cancel_futures=True)
-        files.close()
+        try:
+            files.close()
+        finally:
+            _discard([(iceberg, SliceFiles(table, tuple(files.paths), rows), None)])
+        raise
+    encoder.shutdown(wait=True)
+    files.close()
     return SliceFiles(table, tuple(files.paths), rows)
 
 
@@ -225,33 +231,42 @@ def export_slice(
     properties = {**properties, "client_id": client_id, "business_date": key}
     staged: list[tuple[Table, SliceFiles, str | None]] = []
     unchanged: list[str] = []
-    for name in table_names:
-        table = tables.describe(conn, name)
-        iceberg = ensure_table(cat, lake, table)
-        if retract:
-            staged.append((iceberg, SliceFiles(table, (), 0), None))
-            continue
-        fingerprint = stream.slice_fingerprint(conn, table, client_id, day)
-        if (
-            not force
-            and fingerprint is not None
-            and fingerprint == last_fingerprint(iceberg, client_id, key)
-        ):
-            unchanged.append(name)
-            continue
-        staged.append((iceberg, write_slice(conn, iceberg, table, client_id, day), fingerprint))
-        if not still_current():
-            # Newer inputs arrived while streaming: their own run exports them. Asked after
-            # each table, not only at the end (one metastore read each): a drop's files
-            # arrive one after another, and the run started by the first would otherwise
-            # stream every table before finding out. The files written so far were never
-            # added to a table and are removed by Iceberg's orphan-file cleanup.
+    committed = 0
+    try:
+        for name in table_names:
+            table = tables.describe(conn, name)
+            iceberg = ensure_table(cat, lake, table)
+            if retract:
+                staged.append((iceberg, SliceFiles(table, (), 0), None))
+                continue
+            fingerprint = stream.slice_fingerprint(conn, table, client_id, day)
+            if (
+                not force
+                and fingerprint is not None
+                and fingerprint == last_fingerprint(iceberg, client_id, key)
+            ):
+                unchanged.append(name)
+                continue
+            files = write_slice(conn, iceberg, table, client_id, day)
+            staged.append((iceberg, files, fingerprint))
+            if not still_current():
+                # Newer inputs arrived while streaming: their own run exports them. Asked
+                # after each table, not only at the end (one metastore read each): a drop's
+                # files arrive one after another, and the run started by the first would
+                # otherwise stream every table before finding out.
+                return None
+        if not still_current():  # also when nothing needed writing
             return None
-    if not still_current():  # also when nothing needed writing
-        return None
-    for iceberg, files, fingerprint in staged:
-        recorded = properties if fingerprint is None else {**properties, FINGERPRINT: fingerprint}
-        commit_slice(iceberg, files, client_id, day, recorded)
+        for iceberg, files, fingerprint in staged:
+            recorded = (
+                properties if fingerprint is None else {**properties, FINGERPRINT: fingerprint}
+            )
+            commit_slice(iceberg, files, client_id, day, recorded)
+            committed += 1
+    finally:
+        # Files no commit added (a stale run's, or those left when a commit failed) are read
+        # by no snapshot: deleted now rather than left on S3 for ever.
+        _discard(staged[committed:])
     now = datetime.now(UTC)
     for iceberg, _, _ in staged:
         maintenance.expire_if_due(conn, iceberg, now)
@@ -266,6 +281,19 @@ def export_slice(
         },
     )
     return rows
+
+
+def _discard(staged: Iterable[tuple[Table, SliceFiles, str | None]]) -> None:
+    for iceberg, files, _ in staged:
+        for path in files.paths:
+            try:
+                iceberg.io.delete(path)
+            except Exception:  # the error that ended the run matters more: logged, not raised
+                logger.warning(
+                    "an uncommitted lake data file was not deleted",
+                    extra={"path": path},
+                    exc_info=True,
+                )
 
 
 def export_work(
