@@ -13,6 +13,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 from drops import delete_upload
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import And, EqualTo
 
 from dataharvest import metastore
@@ -676,3 +677,43 @@ def test_expiry_keeps_at_most_the_tables_snapshot_count(stack_info, db, client_i
     finally:
         with table.transaction() as tx:
             tx.remove_properties(maintenance.MAX_SNAPSHOTS_PROPERTY)
+
+
+@pytest.mark.parametrize(
+    ("error", "files_kept"),
+    [
+        # Every attempt refused by the catalog: nothing committed, the run's files deleted.
+        (lambda: CommitFailedException("injected: another writer won"), False),
+        # The response lost: the commit may have landed, so its files must stay.
+        (lambda: ConnectionResetError("injected: connection reset"), True),
+    ],
+)
+def test_a_failed_commit_deletes_its_files_only_when_it_surely_did_not_land(
+    stack_info, db, client_id, wait_quiet, monkeypatch, error, files_kept
+):
+    from pyiceberg.table import Transaction
+
+    from dataharvest.lake.exceptions import LakeCommitConflict
+    from dataharvest.lake.export import export_slice
+
+    upload_example(stack_info, client_id)
+    wait_quiet()
+    before = lake_objects()
+
+    def failing_commit(self):  # the library's commit, as the catalog would fail it
+        raise error()
+
+    monkeypatch.setattr(Transaction, "commit_transaction", failing_commit)
+    db.execute("SET search_path TO public")
+    with pytest.raises((LakeCommitConflict, ConnectionResetError)) as raised:
+        export_slice(
+            db, read_lake_location(), client_id, DAY, lambda: True, {}, ("raw.clients",), force=True
+        )
+    # Data files only: pyiceberg leaves the manifests a refused attempt wrote (metadata/).
+    new_files = {k for k in lake_objects() - before if k.endswith(".parquet")}
+    if files_kept:
+        assert isinstance(raised.value, ConnectionResetError)
+        assert len(new_files) == 1 and next(iter(new_files)).endswith(".parquet")
+    else:
+        assert "commits lost to other writers" in str(raised.value)
+        assert new_files == set()

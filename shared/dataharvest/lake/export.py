@@ -261,11 +261,19 @@ def export_slice(
             recorded = (
                 properties if fingerprint is None else {**properties, FINGERPRINT: fingerprint}
             )
-            commit_slice(iceberg, files, client_id, day, recorded)
+            try:
+                commit_slice(iceberg, files, client_id, day, recorded)
+            except LakeCommitConflict:
+                raise  # every attempt refused: not committed
+            except BaseException:
+                # The catalog may have applied this commit before the error (a lost response):
+                # its files may be in the table now, so they are kept.
+                committed += 1
+                raise
             committed += 1
     finally:
-        # Files no commit added (a stale run's, or those left when a commit failed) are read
-        # by no snapshot: deleted now rather than left on S3 for ever.
+        # Files no commit added (a stale run's, or those of the tables after a failed commit)
+        # are read by no snapshot: deleted now rather than left on S3 for ever.
         _discard(staged[committed:])
     now = datetime.now(UTC)
     for iceberg, _, _ in staged:
