@@ -70,8 +70,10 @@ def advisory_xact_lock(conn: psycopg.Connection, name: str) -> None:
 
 def try_advisory_xact_lock(conn: psycopg.Connection, name: str) -> bool:
     """`advisory_xact_lock` without waiting: whether this transaction now holds it."""
-    row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
-    return bool(row.fetchone()[0])  # type: ignore[index]
+    row = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (name,)
+    ).fetchone()
+    return row is not None and bool(row[0])
 
 
 def advisory_lock(conn: psycopg.Connection, name: str) -> None:

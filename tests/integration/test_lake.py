@@ -474,7 +474,8 @@ def test_slice_stream_keeps_per_row_lineage_when_a_slice_holds_several_loads(db)
     try:
         table = tables.describe(db, "pg_temp.lake_two_loads")
         # No single load names the rows: no fingerprint, the slice is always exported.
-        assert stream.slice_fingerprint(db, table, "two-loads", DAY) is None
+        lineage = stream.slice_lineage(db, table, "two-loads", DAY)
+        assert stream.slice_fingerprint(table, lineage) is None
         rows = [r for b in stream.slice_batches(db, table, "two-loads", DAY) for r in b.to_pylist()]
         assert len(rows) == 20
         for row in rows:

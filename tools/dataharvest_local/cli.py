@@ -766,12 +766,6 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lake(args: argparse.Namespace) -> int:
-    if args.action == "expire":
-        return cmd_lake_expire(args)
-    return cmd_lake_backfill(args)
-
-
 def cmd_lake_expire(args: argparse.Namespace) -> int:
     """`lake expire`: expire every lake table's snapshots older than its age limit now and
     delete the files only they reached (what exports do by themselves once a table is due)."""
@@ -1046,11 +1040,11 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--to", dest="date_to", metavar="D", required=True)
     fill.add_argument("--client", metavar="ID")
     fill.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
+    fill.set_defaults(func=cmd_lake_backfill)
     lake_sub.add_parser(
         "expire",
         help="expire snapshots past each table's history limit; delete files only they reached",
-    )
-    lake.set_defaults(func=cmd_lake)
+    ).set_defaults(func=cmd_lake_expire)
 
     snapshots = sub.add_parser("snapshots", help="snapshot tables (full exports -> deltas)")
     ssub = snapshots.add_subparsers(dest="action", required=True)

@@ -89,7 +89,12 @@ def ensure_table(cat: Catalog, lake: LakeLocation, table: tables.LakeTable) -> T
 
 
 def write_slice(
-    conn: psycopg.Connection, iceberg: Table, table: tables.LakeTable, client_id: str, day: date
+    conn: psycopg.Connection,
+    iceberg: Table,
+    table: tables.LakeTable,
+    client_id: str,
+    day: date,
+    lineage: stream.Lineage | None = None,
 ) -> SliceFiles:
     """Stream one slice into new Parquet (zstd) data files under the table's location; they
     become part of the table only when `commit_slice` adds them.
@@ -106,7 +111,7 @@ def write_slice(
     pending: deque[Future[None]] = deque()
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-parquet")
     try:
-        for batch in stream.slice_batches(conn, table, client_id, day):
+        for batch in stream.slice_batches(conn, table, client_id, day, lineage):
             pending.append(encoder.submit(files.write, batch))
             rows += batch.num_rows
             while len(pending) > QUEUED_BATCHES:
@@ -239,7 +244,8 @@ def export_slice(
             if retract:
                 staged.append((iceberg, SliceFiles(table, (), 0), None))
                 continue
-            fingerprint = stream.slice_fingerprint(conn, table, client_id, day)
+            lineage = stream.slice_lineage(conn, table, client_id, day)
+            fingerprint = stream.slice_fingerprint(table, lineage)
             if (
                 not force
                 and fingerprint is not None
@@ -247,7 +253,7 @@ def export_slice(
             ):
                 unchanged.append(name)
                 continue
-            files = write_slice(conn, iceberg, table, client_id, day)
+            files = write_slice(conn, iceberg, table, client_id, day, lineage)
             staged.append((iceberg, files, fingerprint))
             if not still_current():
                 # Newer inputs arrived while streaming: their own run exports them. Asked
@@ -308,7 +314,8 @@ def export_work(
     conn: psycopg.Connection, message: WorkMessage, still_current: Callable[[], bool]
 ) -> int | None:
     """A work message of the lake exporter: APPLY exports the slice's current rows, RETRACT
-    deletes the slice; each snapshot names the message that made it."""
+    deletes the slice; each snapshot names the message that made it (`export_slice` adds the
+    client and date)."""
     return export_slice(
         conn,
         read_lake_location(),
@@ -316,8 +323,6 @@ def export_work(
         datetime.strptime(message.business_date, "%Y%m%d").date(),
         still_current,
         {
-            "client_id": message.client_id,
-            "business_date": message.business_date,
             "action": message.action,
             "idempotency_key": message.idempotency_key,
             "input_versions": json.dumps(message.input_versions, sort_keys=True),

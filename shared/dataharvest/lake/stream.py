@@ -25,6 +25,7 @@ import queue
 import select
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -50,14 +51,32 @@ _END = object()
 _DONE = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """A slice's lineage columns, probed once per export (`slice_lineage`)."""
+
+    # Their values when one combination holds the whole slice; {} when several do (or the
+    # table has none): then they are copied row by row.
+    values: dict[str, Any]
+    # Whether the slice has no rows at all (known for tables with lineage columns only).
+    empty: bool = False
+
+
 def slice_batches(
-    conn: psycopg.Connection, table: LakeTable, client_id: str, day: date
+    conn: psycopg.Connection,
+    table: LakeTable,
+    client_id: str,
+    day: date,
+    lineage: Lineage | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The rows of `table` for one client and date, in batches of the lake schema."""
+    """The rows of `table` for one client and date, in batches of the lake schema
+    (`lineage`: the slice's, when the caller has probed it already)."""
     where = _slice_where(client_id, day)
     source = sql.Identifier(*table.pg_name.split("."))
+    if lineage is None:
+        lineage = slice_lineage(conn, table, client_id, day)
     constants: dict[str, Any] = {"client_id": client_id, "business_date": day}
-    constants.update(_single_lineage(conn, table, source, where))
+    constants.update(lineage.values)
     copied = [c for c in table.column_names if c not in constants]
     query = sql.SQL(
         "COPY (SELECT {columns} FROM {table} WHERE {where}) TO STDOUT (FORMAT csv)"
@@ -92,32 +111,22 @@ def slice_batches(
         blocks.close()
 
 
-def slice_fingerprint(
-    conn: psycopg.Connection, table: LakeTable, client_id: str, day: date
-) -> str | None:
+def slice_fingerprint(table: LakeTable, lineage: Lineage) -> str | None:
     """A value that changes whenever the rows `slice_batches` would stream may have changed,
     or None where there is no cheap one (the slice is then always exported).
 
     Only the raw views have one: their rows live in one leaf per load that is written once and
     never updated (a new version is a new load; retention and retraction detach whole leaves),
     so the load id names the rows. With the table's columns and `EXPORT_FORMAT` it names the
-    export too. Costs two index-only probes, like `_single_lineage`."""
+    export too. Derived from the slice's lineage, no query of its own."""
     if "load_id" not in table.column_names:
         return None
-    where = _slice_where(client_id, day)
-    source = sql.Identifier(*table.pg_name.split("."))
-    lineage = _single_lineage(conn, table, source, where)
-    if lineage:
-        rows = f"load {lineage['load_id']}"
-    else:
-        found = conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT 1 FROM {table} WHERE {where})").format(
-                table=source, where=where
-            )
-        ).fetchone()
-        if found is None or found[0]:
-            return None  # several loads in one slice: no single name for its rows
+    if lineage.empty:
         rows = "empty"
+    elif "load_id" in lineage.values:
+        rows = f"load {lineage.values['load_id']}"
+    else:
+        return None  # several loads in one slice: no single name for its rows
     columns = ",".join(f"{c.name}:{c.pg_type}" for c in table.columns)
     text = f"{EXPORT_FORMAT}|{table.pg_name}|{columns}|{rows}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -129,13 +138,13 @@ def _slice_where(client_id: str, day: date) -> sql.Composed:
     )
 
 
-def _single_lineage(
-    conn: psycopg.Connection, table: LakeTable, source: sql.Composable, where: sql.Composable
-) -> dict[str, Any]:
-    """The lineage columns' values when the whole slice has one combination of them."""
+def slice_lineage(conn: psycopg.Connection, table: LakeTable, client_id: str, day: date) -> Lineage:
+    """The slice's lineage columns' values when the whole slice has one combination of them."""
+    where = _slice_where(client_id, day)
+    source = sql.Identifier(*table.pg_name.split("."))
     lineage = [c for c in LINEAGE_COLUMNS if c in table.column_names]
     if not lineage:
-        return {}
+        return Lineage({})
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in lineage)
     if "load_id" in lineage:
         # A raw view: its rows live in one leaf partition per load (RANGE (load_id, ...)), and
@@ -148,7 +157,7 @@ def _single_lineage(
             )
         ).fetchone()
         if first is None:
-            return {}
+            return Lineage({}, empty=True)
         values = dict(zip(lineage, first, strict=True))
         other = conn.execute(
             sql.SQL(
@@ -156,15 +165,15 @@ def _single_lineage(
                 "AND (load_id <> {load} OR load_id IS NULL))"
             ).format(table=source, where=where, load=sql.Literal(values["load_id"]))
         ).fetchone()
-        return {} if other is None or other[0] else values
+        return Lineage({} if other is None or other[0] else values)
     rows = conn.execute(
         sql.SQL("SELECT {columns} FROM {table} WHERE {where} GROUP BY {columns} LIMIT 2").format(
             columns=columns, table=source, where=where
         )
     ).fetchall()
-    if len(rows) != 1:
-        return {}  # several loads (or none): the columns are copied row by row
-    return dict(zip(lineage, rows[0], strict=True))
+    if len(rows) != 1:  # several loads (or none): the columns are copied row by row
+        return Lineage({}, empty=not rows)
+    return Lineage(dict(zip(lineage, rows[0], strict=True)))
 
 
 def _with_constants(
