@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
@@ -48,6 +49,9 @@ QUEUED_BATCHES = 2
 # our slice, so refreshing and committing again is safe.
 COMMIT_ATTEMPTS = 8
 SNAPSHOT_PREFIX = "dataharvest."
+# A column is dictionary-encoded when each of its values repeats at least this often on average
+# in the file's first batch (BENCHMARKS.md, "Lake tier, fourth session").
+DICTIONARY_MIN_REPEATS = 10
 # The snapshot property naming the rows a commit wrote (stream.slice_fingerprint).
 FINGERPRINT = "slice_fingerprint"
 TABLE_PROPERTIES = {
@@ -150,7 +154,12 @@ class _DataFiles:
             self.close()
             path = f"{self._prefix}-{len(self.paths):05d}.parquet"
             self._out = self._iceberg.io.new_output(path).create(overwrite=True)
-            self._writer = pq.ParquetWriter(self._out, self._schema, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self._out,
+                self._schema,
+                compression="zstd",
+                use_dictionary=dictionary_columns(batch),
+            )
             self.paths.append(path)
             self._in_file = 0
         self._writer.write_batch(batch)
@@ -161,6 +170,21 @@ class _DataFiles:
             self._writer.close()
             self._out.close()
         self._writer = self._out = None
+
+
+def dictionary_columns(batch: pa.RecordBatch) -> list[str]:
+    """The columns of a data file worth a dictionary, judged on its first batch: those whose
+    values repeat (a slice's constant key and lineage, codes like `keyword`).
+
+    Parquet writers dictionary-encode every column by default and fall back to plain encoding
+    when the dictionary outgrows its page; for a column of unique values (references, record
+    ids, amounts) that is a dictionary built and thrown away per row group. It doubled the
+    encoding time of a transactions slice and made its file a third larger."""
+    return [
+        field.name
+        for field, column in zip(batch.schema, batch.columns, strict=True)
+        if pc.count_distinct(column, mode="all").as_py() * DICTIONARY_MIN_REPEATS <= batch.num_rows
+    ]
 
 
 def commit_slice(
