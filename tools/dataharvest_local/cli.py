@@ -767,38 +767,40 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_lake_expire(args: argparse.Namespace) -> int:
-    """`lake expire`: expire every lake table's snapshots older than its age limit now and
-    delete the files only they reached (what exports do by themselves once a table is due)."""
+    """`lake expire`: what the lake exporter's daily maintenance does, now: expire every lake
+    table's snapshots past its history limits, delete the files only they reached, then the
+    table's orphan files (`--dry-run`: list the orphans, change nothing)."""
     from datetime import UTC, datetime
 
-    from pyiceberg.exceptions import NoSuchTableError
-
+    from dataharvest import db
     from dataharvest.lake import catalog as lake_catalog
     from dataharvest.lake import maintenance
     from dataharvest.lake.location import read_lake_location
-    from dataharvest.lake.tables import LAKE_TABLES
     from dataharvest_local import client
 
     client.ensure_stack(home())
     lake = read_lake_location()
-    cat = lake_catalog.open_catalog(lake)
-    now = datetime.now(UTC)
-    table = Table(title="lake expire")
-    for column in ("table", "snapshots expired", "files deleted", "history kept"):
+    with db.connect() as conn:
+        done = maintenance.maintain(
+            conn, lake, datetime.now(UTC), lake_catalog.open_catalog(lake), dry_run=args.dry_run
+        )
+    table = Table(title="lake expire" + (" (dry run: nothing changed)" if args.dry_run else ""))
+    orphan_column = "orphans found" if args.dry_run else "orphans deleted"
+    for column in ("table", "snapshots expired", "files deleted", orphan_column, "history kept"):
         table.add_column(column)
-    for name in LAKE_TABLES:
-        try:
-            iceberg = cat.load_table(lake_catalog.identifier(lake, name))
-        except NoSuchTableError:
-            continue  # nothing exported to it yet
-        expired = maintenance.expire(iceberg, now)
+    for m in done:
         table.add_row(
-            name,
-            str(expired.snapshots),
-            str(expired.files_deleted),
-            str(maintenance.max_snapshot_age(iceberg)),
+            m.table,
+            str(m.expired.snapshots),
+            str(m.expired.files_deleted),
+            str(len(m.orphans.paths) if args.dry_run else m.orphans.deleted),
+            str(m.history_kept),
         )
     out.print(table)
+    if args.dry_run:
+        for m in done:
+            for path in m.orphans.paths:
+                out.print(f"orphan: {path}")
     return 0
 
 
@@ -1041,10 +1043,15 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("--client", metavar="ID")
     fill.add_argument("--no-wait", action="store_true", help="do not wait until quiet")
     fill.set_defaults(func=cmd_lake_backfill)
-    lake_sub.add_parser(
+    expire = lake_sub.add_parser(
         "expire",
-        help="expire snapshots past each table's history limit; delete files only they reached",
-    ).set_defaults(func=cmd_lake_expire)
+        help="expire snapshots past each table's history limit, delete files only they reached, "
+        "and orphan files older than a day (the exporter's daily maintenance, now)",
+    )
+    expire.add_argument(
+        "--dry-run", action="store_true", help="list the orphan files; expire and delete nothing"
+    )
+    expire.set_defaults(func=cmd_lake_expire)
 
     snapshots = sub.add_parser("snapshots", help="snapshot tables (full exports -> deltas)")
     ssub = snapshots.add_subparsers(dest="action", required=True)

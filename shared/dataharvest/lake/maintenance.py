@@ -13,15 +13,26 @@ metadata location, so it and an export's commit never both win against the same 
 files are deleted only after it committed, computed from the committed metadata. A file an
 export wrote but has not committed yet is reached by no snapshot, expired or not, so it is
 never a candidate (that export's commit adds it later).
+
+Orphans are the files under a table's location that no metadata reaches at all: the data files
+of an export killed between writing and committing (a Lambda timeout), the manifests and
+metadata files of a commit attempt the catalog refused. Nothing else would ever delete them;
+`remove_orphans` does, once they are `ORPHAN_MIN_AGE` old, so a file an export is about to
+commit is never one. The lake exporter's daily `maintenance` function runs `maintain` (expiry
+and orphans for every table), as does `dataharvest lake expire`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlparse
 
+import boto3
 import psycopg
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table
@@ -29,6 +40,9 @@ from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
 
 from dataharvest import db
+from dataharvest.lake import catalog as lake_catalog
+from dataharvest.lake.location import LakeLocation
+from dataharvest.lake.tables import LAKE_TABLES
 from dataharvest.observability import logger
 
 MAX_SNAPSHOT_AGE = timedelta(days=5)
@@ -50,12 +64,35 @@ MIN_SNAPSHOT_AGE_PROPERTY = "dataharvest.history.min-snapshot-age-ms"
 # covers a batch of snapshots, not one per commit.
 DUE_SLACK = timedelta(hours=1)
 DUE_COUNT_FACTOR = 1.25
+# A file no metadata reaches is an orphan only at this age: an export writes its data files,
+# and a commit its manifests and metadata file, minutes before the commit that makes them part
+# of the table (a Lambda runs 15 minutes at most). Iceberg's own procedure waits three days.
+ORPHAN_MIN_AGE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
 class Expired:
     snapshots: int
     files_deleted: int
+
+
+@dataclass(frozen=True)
+class Orphans:
+    # Files under the table's location that no metadata reaches and old enough to delete.
+    paths: tuple[str, ...]
+    deleted: int
+
+
+@dataclass(frozen=True)
+class Maintained:
+    table: str
+    expired: Expired
+    orphans: Orphans
+    history_kept: timedelta
+
+
+# (path, last modified) of every object under a location (s3://bucket/prefix/).
+FileLister = Callable[[str], Iterable[tuple[str, datetime]]]
 
 
 def max_snapshot_age(iceberg: Table) -> timedelta:
@@ -131,6 +168,104 @@ def expire(iceberg: Table, now: datetime) -> Expired:
         },
     )
     return Expired(len(gone), len(unreached))
+
+
+def remove_orphans(
+    iceberg: Table, now: datetime, list_files: FileLister, dry_run: bool = False
+) -> Orphans:
+    """Delete the files under the table's location that its metadata does not reach (no
+    snapshot's manifest list, manifest or data file, whatever its status; neither the current
+    metadata file nor one its log keeps) and that are older than `ORPHAN_MIN_AGE`.
+
+    Conservative by construction: what any remaining snapshot mentions is kept, even as a
+    deleted entry, and what the metadata loaded here does not know yet (a commit since) is
+    younger than the age limit. `dry_run` finds them and deletes nothing."""
+    cutoff = now - ORPHAN_MIN_AGE
+    old = {
+        path
+        for path, modified in list_files(iceberg.location().rstrip("/") + "/")
+        if modified < cutoff
+    }
+    if not old:
+        return Orphans((), 0)  # what is reached costs a read of every manifest: not needed
+    metadata = iceberg.metadata
+    reached = _files(iceberg.io, metadata.snapshots, live_only=False)
+    reached.add(iceberg.metadata_location)
+    reached.update(entry.metadata_file for entry in metadata.metadata_log)
+    reached.update(f.statistics_path for f in metadata.statistics)
+    reached.update(f.statistics_path for f in metadata.partition_statistics)
+    orphans = tuple(sorted(old - reached))
+    deleted = 0
+    if not dry_run:
+        for path in orphans:
+            try:
+                iceberg.io.delete(path)
+            except FileNotFoundError:
+                continue  # deleted meanwhile (an expiry beside us)
+            deleted += 1
+    if orphans:
+        logger.info(
+            "lake orphan files found" if dry_run else "lake orphan files deleted",
+            extra={"table": ".".join(iceberg.name()), "orphans": len(orphans), "deleted": deleted},
+        )
+    return Orphans(orphans, deleted)
+
+
+def s3_lister(lake: LakeLocation) -> FileLister:
+    """A `FileLister` over the lake bucket (the local endpoint's when there is one)."""
+    client = boto3.client("s3", region_name=lake.region, endpoint_url=lake.endpoint_url)
+
+    def list_files(location: str) -> Iterator[tuple[str, datetime]]:
+        parsed = urlparse(location)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=parsed.netloc, Prefix=parsed.path.lstrip("/")
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                # Not the empty "folder/" markers pyarrow's S3 filesystem leaves where it
+                # deleted a folder's last file: not files, and no FileIO deletes them.
+                if not item["Key"].endswith("/"):
+                    yield f"{parsed.scheme}://{parsed.netloc}/{item['Key']}", item["LastModified"]
+
+    return list_files
+
+
+def maintain(
+    conn: psycopg.Connection,
+    lake: LakeLocation,
+    now: datetime,
+    cat: Catalog | None = None,
+    list_files: FileLister | None = None,
+    dry_run: bool = False,
+) -> list[Maintained]:
+    """Expire every lake table's history and remove its orphans (the daily maintenance, and
+    `dataharvest lake expire`). Each table under its expiry lock, so an export's own expiry
+    does not run beside it; a table whose lock another process holds is left to the next run.
+    A failure on one table is raised after the others were done (the run is retried)."""
+    cat = cat or lake_catalog.catalog()
+    list_files = list_files or s3_lister(lake)
+    done: list[Maintained] = []
+    failed: list[str] = []
+    for name in LAKE_TABLES:
+        try:
+            iceberg = lake_catalog.load(lake, name, cat)
+        except NoSuchTableError:
+            continue  # nothing exported to it yet
+        try:
+            with conn.transaction():
+                if not db.try_advisory_xact_lock(conn, f"lake-expire:{'.'.join(iceberg.name())}"):
+                    logger.info("lake maintenance skipped a locked table", extra={"table": name})
+                    continue
+                expired = Expired(0, 0) if dry_run else expire(iceberg, now)
+                orphans = remove_orphans(iceberg, now, list_files, dry_run)
+        except Exception:
+            logger.exception("lake maintenance failed on a table", extra={"table": name})
+            failed.append(name)
+            continue
+        done.append(Maintained(name, expired, orphans, max_snapshot_age(iceberg)))
+    if failed:
+        raise RuntimeError(f"lake maintenance failed on {', '.join(failed)} (logged)")
+    return done
 
 
 def _to_expire(iceberg: Table, now: datetime) -> list[Snapshot]:
