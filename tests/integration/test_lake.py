@@ -719,9 +719,7 @@ def test_expiry_deletes_only_what_no_remaining_snapshot_reaches(
 
     # Another process at it (the lock is held elsewhere): an export's call leaves it alone.
     with psycopg.connect(stack_info.database_url) as other, other.transaction():
-        from dataharvest import db as dbmod
-
-        assert dbmod.try_advisory_xact_lock(other, "lake-expire:" + ".".join(table.name()))
+        assert maintenance.try_expiry_lock(other, table)
         with db.transaction():
             assert maintenance.expire_if_due(db, table, later) == maintenance.Expired(0, 0)
     assert len(table.metadata.snapshots) > 1

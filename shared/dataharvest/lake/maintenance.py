@@ -123,6 +123,12 @@ def expiry_due(iceberg: Table, now: datetime) -> bool:
     return any(s.timestamp_ms < cutoff for s in candidates)
 
 
+def try_expiry_lock(conn: psycopg.Connection, iceberg: Table) -> bool:
+    """The table's expiry lock, for the caller's transaction, if no other process holds it:
+    one expiry (an export's or the daily maintenance's) per table at a time."""
+    return db.try_advisory_xact_lock(conn, f"lake-expire:{'.'.join(iceberg.name())}")
+
+
 def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Expired:
     """What an export does after its commit: `expire` when due and no other process is at
     it (a lock per table, held until the caller's transaction ends). A failure is logged with
@@ -131,7 +137,7 @@ def expire_if_due(conn: psycopg.Connection, iceberg: Table, now: datetime) -> Ex
     if not expiry_due(iceberg, now):
         return Expired(0, 0)
     name = ".".join(iceberg.name())
-    if not db.try_advisory_xact_lock(conn, f"lake-expire:{name}"):
+    if not try_expiry_lock(conn, iceberg):
         return Expired(0, 0)
     try:
         return expire(iceberg, now)
@@ -253,7 +259,7 @@ def maintain(
             continue  # nothing exported to it yet
         try:
             with conn.transaction():
-                if not db.try_advisory_xact_lock(conn, f"lake-expire:{'.'.join(iceberg.name())}"):
+                if not try_expiry_lock(conn, iceberg):
                     logger.info("lake maintenance skipped a locked table", extra={"table": name})
                     continue
                 expired = Expired(0, 0) if dry_run else expire(iceberg, now)
